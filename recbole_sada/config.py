@@ -1,0 +1,145 @@
+"""Configuration: RecBole's ``Config`` with the plugin's property files layered in.
+
+Priority, lowest first::
+
+    RecBole defaults < properties/overall.yaml < properties/model/<Model>.yaml
+      < properties/dataset/<dataset>.yaml < config files given by the user
+      < config_dict (Python API) < command-line ``--key=value``
+
+Also fixes where the data lives (RecBole 1.2.1 always points ``ml-100k`` at the copy inside its
+package, ignoring ``data_path``) and checks that the dataset's atomic files exist before RecBole
+tries to download them.
+"""
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from recbole.config import Config
+
+from recbole_sada.errors import SADAInputError
+from recbole_sada.utils import get_model
+
+PROPERTIES_DIR = Path(__file__).resolve().parents[1] / "properties"
+TRAIN_MODES = ("prefix", "sequence")
+LOSS_TYPES = ("BCE", "CE", "BPR")
+
+# How to build the atomic files of datasets that RecBole cannot find offline.
+_DATASET_HINTS = {
+    "beauty": "python dataset_scripts/s3rec_to_atomic.py --input <S3-Rec data>/Beauty.txt "
+    "--item-file <S3-Rec data>/Beauty.item --output-dir {root}/beauty --dataset beauty",
+    "sports": "python dataset_scripts/s3rec_to_atomic.py --input <S3-Rec data>/Sports_and_Outdoors.txt "
+    "--output-dir {root}/sports --dataset sports",
+    "amazon-beauty": "python dataset_scripts/amazon_to_atomic.py --reviews reviews_Beauty.json.gz "
+    "--meta meta_Beauty.json.gz --output-dir {root}/amazon-beauty --dataset amazon-beauty "
+    "(or copy RecBole's atomic amazon-beauty files there)",
+}
+
+
+def property_files(model_name, dataset_name):
+    """The plugin's yaml files that exist for this model and dataset, lowest priority first."""
+    candidates = [
+        PROPERTIES_DIR / "overall.yaml",
+        PROPERTIES_DIR / "model" / f"{model_name}.yaml",
+        PROPERTIES_DIR / "dataset" / f"{dataset_name}.yaml",
+    ]
+    return [str(p) for p in candidates if p.is_file()]
+
+
+@contextmanager
+def _command_line(args):
+    """RecBole's ``Config`` reads ``sys.argv`` itself; show it only the given overrides."""
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "recbole_sada"] + list(args)
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_args=()):
+    """Build the RecBole ``Config`` for a plugin (or RecBole) model.
+
+    Args:
+        model (str | type): model name (plugin first, then RecBole) or class.
+        dataset (str): dataset name; its files live in ``<data_path>/<dataset>/``.
+        config_file_list (list[str]): user yaml files, above the plugin's properties.
+        config_dict (dict): overrides from Python code.
+        cmd_args (list[str]): ``--key=value`` strings, the highest priority.
+    """
+    model_class = get_model(model) if isinstance(model, str) else model
+    user_files = [str(f) for f in (config_file_list or [])]
+    for f in user_files:
+        if not os.path.isfile(f):
+            raise SADAInputError(f"config file not found: {f} (check the --config_files path)")
+    files = property_files(model_class.__name__, dataset) + user_files
+    with _command_line(cmd_args):
+        config = Config(
+            model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict
+        )
+    _resolve_data_path(config)
+    check_dataset_files(config)
+    _validate(config)
+    return config
+
+
+def data_root(config):
+    """The user's data folder (``data_path`` as given, before RecBole appends the dataset)."""
+    return config.external_config_dict.get("data_path", "dataset/")
+
+
+def _resolve_data_path(config):
+    dataset = config["dataset"]
+    user_copy = os.path.join(data_root(config), dataset)
+    if dataset == "ml-100k" and os.path.isfile(os.path.join(user_copy, f"{dataset}.inter")):
+        # RecBole forces the packaged copy; a user copy (which may carry feature files) wins.
+        config["data_path"] = user_copy
+
+
+def packaged_dataset_dir(dataset):
+    """Folder of a dataset shipped inside the recbole package (only ml-100k), else None."""
+    import recbole
+
+    folder = Path(recbole.__file__).resolve().parent / "dataset_example" / dataset
+    return folder if (folder / f"{dataset}.inter").is_file() else None
+
+
+def check_dataset_files(config):
+    """Raise a one-line :class:`SADAInputError` when the dataset's ``.inter`` file is absent."""
+    dataset = config["dataset"]
+    inter = os.path.join(config["data_path"], f"{dataset}.inter")
+    if os.path.isfile(inter):
+        return
+    root = data_root(config).rstrip("/")
+    if dataset in _DATASET_HINTS:
+        hint = _DATASET_HINTS[dataset].format(root=root)
+        raise SADAInputError(
+            f"dataset '{dataset}' not found: {inter} is missing (offline, nothing is downloaded); "
+            f"build it with: {hint}"
+        )
+    if (PROPERTIES_DIR / "dataset" / f"{dataset}.yaml").is_file():
+        raise SADAInputError(
+            f"dataset '{dataset}' not found: put its atomic files ({dataset}.inter, optional "
+            f"{dataset}.item) in {config['data_path']}"
+        )
+    raise SADAInputError(
+        f"unknown dataset '{dataset}': no {inter} and no properties/dataset/{dataset}.yaml "
+        f"(put RecBole atomic files in {root}/{dataset}/ or set --data_path)"
+    )
+
+
+def _validate(config):
+    mode = config["train_mode"] or "prefix"
+    if mode not in TRAIN_MODES:
+        raise SADAInputError(f"train_mode must be one of {TRAIN_MODES}, got '{mode}'")
+    loss = config["loss_type"]
+    if loss is not None and loss not in LOSS_TYPES:
+        raise SADAInputError(f"loss_type must be one of {LOSS_TYPES}, got '{loss}'")
+    epochs, stage1 = config["epochs"], config["stage1_epochs"] or 0
+    if stage1 and config["two_stage"] is not False and not config["pretrained_path"] and stage1 >= epochs:
+        raise SADAInputError(
+            f"stage1_epochs ({stage1}) must be smaller than epochs ({epochs}): epochs counts both stages"
+        )
+    pretrained = config["pretrained_path"]
+    if pretrained and not os.path.isfile(pretrained):
+        raise SADAInputError(f"pretrained_path not found: {pretrained} (a stage-1 checkpoint .pth)")

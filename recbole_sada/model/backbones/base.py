@@ -1,0 +1,135 @@
+"""What every plugin backbone shares: both training modes, the loss, and the hooks the
+augmentation mixins (BASRec, SADA, LLMSeR) build on.
+
+A backbone is ``class X(SeqBackboneMixin, RecBoleX)`` plus one method, ``encode``.  The hooks:
+
+* ``embed_items(item_seq) -> (B, L, D)``: item embeddings of a sequence (SADA fuses semantics here).
+* ``encode(item_emb, item_seq, item_seq_len) -> (B, L, D)``: the encoder output at every position,
+  position ``t`` seeing items ``<= t`` (the padding mask comes from ``item_seq``, so an augmented
+  embedding sequence with the same padding can be encoded).
+* ``output_item_embedding() -> (n_items, D)``: the item table used for scoring.
+* ``training_batch(interaction) -> (item_seq, item_seq_len, targets, mask)``: in ``prefix`` mode
+  the targets are the next items (B, 1); in ``sequence`` mode the targets at every position (B, L).
+* ``rec_loss(H, targets, mask, weight=None)``: BCE with one sampled negative per target (SASRec,
+  BASRec), BPR, or CE (full softmax), averaged over the valid targets, optionally per-sample
+  weighted.
+
+Every loss is computed with the same function in both modes, so a model written against these
+hooks supports ``prefix`` and ``sequence`` training.
+"""
+import torch
+import torch.nn.functional as F
+from recbole.utils import InputType
+
+from recbole_sada.data.dataset import TARGET_SEQ_FIELD
+
+
+class SeqBackboneMixin:
+    """Mixin placed before a RecBole ``SequentialRecommender`` class (see module docstring)."""
+
+    # Negatives are sampled inside the model (BCE/BPR), so RecBole's sampler is not needed.
+    input_type = InputType.POINTWISE
+    _abstract_plugin = True
+
+    def _init_backbone(self, recbole_class, config, dataset):
+        """Run the RecBole class's ``__init__`` (which only knows BPR/CE), then set our loss."""
+        loss_type = config["loss_type"] or "BCE"
+        if loss_type == "BCE":
+            config["loss_type"] = "CE"  # RecBole's __init__ rejects BCE; its loss_fct is unused
+        try:
+            recbole_class.__init__(self, config, dataset)
+        finally:
+            config["loss_type"] = loss_type
+        self.loss_type = loss_type
+        self.train_mode = config["train_mode"] or "prefix"
+        self.train_stage = 2
+
+    def regularization(self):
+        """Extra loss terms of the backbone (e.g. NextItNet's L2 on its residual blocks)."""
+        return 0.0
+
+    # ----------------------------------------------------------------- hooks
+    def embed_items(self, item_seq):
+        return self.item_embedding(item_seq)
+
+    def encode(self, item_emb, item_seq, item_seq_len):  # pragma: no cover - per backbone
+        raise NotImplementedError
+
+    def output_item_embedding(self):
+        return self.item_embedding.weight
+
+    def forward(self, item_seq, item_seq_len):
+        output = self.encode(self.embed_items(item_seq), item_seq, item_seq_len)
+        return self.gather_indexes(output, item_seq_len - 1)
+
+    # ----------------------------------------------------------------- training data
+    def training_batch(self, interaction):
+        """``(item_seq, item_seq_len, targets, mask)`` for either training mode."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        if self.train_mode == "sequence" and TARGET_SEQ_FIELD in interaction:
+            targets = interaction[TARGET_SEQ_FIELD]
+        else:
+            targets = interaction[self.POS_ITEM_ID].unsqueeze(1)
+        return item_seq, item_seq_len, targets, targets > 0
+
+    def select_outputs(self, H, item_seq_len, targets):
+        """Encoder outputs aligned with ``targets``: all positions (sequence mode) or the last."""
+        if targets.size(1) == H.size(1) and targets.size(1) > 1:
+            return H
+        return self.gather_indexes(H, item_seq_len - 1).unsqueeze(1)
+
+    def sample_negatives(self, targets):
+        """One uniform random negative item per target (resampled once where it hits the target)."""
+        neg = torch.randint(1, self.n_items, targets.shape, device=targets.device)
+        clash = neg == targets
+        if clash.any():
+            neg[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=targets.device)
+        return neg
+
+    # ----------------------------------------------------------------- loss
+    def rec_loss(self, H, targets, mask, weight=None, negatives=None, item_table=None, target_weight=None):
+        """Recommendation loss of outputs ``H`` (B, T, D) for ``targets`` (B, T) under ``mask``.
+
+        ``weight`` (B,) reweights samples (ALW, LLMSeR); ``target_weight`` (B, T) reweights
+        single targets.  ``negatives``/``item_table`` let callers pass mixed representations:
+        ``targets`` may also be embeddings (B, T, D) of (mixed) positives with ``negatives``
+        embeddings (B, T, D) for BCE/BPR.  Returns the mean over valid targets.
+        """
+        table = self.output_item_embedding() if item_table is None else item_table
+        if self.loss_type == "CE" and targets.dim() == 2:
+            logits = H[mask] @ table.t()
+            per = F.cross_entropy(logits, targets[mask], reduction="none")
+        else:
+            pos_emb = table[targets] if targets.dim() == 2 else targets
+            if negatives is None:
+                negatives = self.sample_negatives(targets)
+            neg_emb = table[negatives] if negatives.dim() == 2 else negatives
+            pos_logit = (H * pos_emb).sum(-1)[mask]
+            neg_logit = (H * neg_emb).sum(-1)[mask]
+            if self.loss_type == "BPR":
+                per = -F.logsigmoid(pos_logit - neg_logit)
+            else:  # BCE
+                per = F.softplus(-pos_logit) + F.softplus(neg_logit)
+        w = torch.ones_like(per)
+        if weight is not None:
+            w = w * weight.unsqueeze(1).expand_as(mask)[mask]
+        if target_weight is not None:
+            w = w * target_weight[mask]
+        return (per * w).sum() / mask.sum().clamp(min=1)
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len, targets, mask = self.training_batch(interaction)
+        H = self.encode(self.embed_items(item_seq), item_seq, item_seq_len)
+        loss = self.rec_loss(self.select_outputs(H, item_seq_len, targets), targets, mask)
+        return loss + self.regularization()
+
+    # ----------------------------------------------------------------- inference
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        test_item_emb = self.output_item_embedding()[interaction[self.ITEM_ID]]
+        return (seq_output * test_item_emb).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return seq_output @ self.output_item_embedding().t()

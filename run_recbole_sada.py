@@ -1,0 +1,56 @@
+"""Train and evaluate a recbole-sada (or RecBole) model, offline.
+
+    python run_recbole_sada.py --model=SADASASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]
+
+Exit status: 0 on success, 2 with a one-line message on bad input.
+"""
+import argparse
+import sys
+
+from recbole_sada.errors import SADAInputError
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", "-m", default="SASRec", help="model name (plugin first, then RecBole)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    args, rest = parser.parse_known_args(argv)
+    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
+    if bad:
+        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
+    files = args.config_files.strip().split() if args.config_files else None
+    return args, files, rest
+
+
+def format_table(result):
+    """Valid and test metrics side by side as a plain-text table."""
+    valid = result.get("best_valid_result") or {}
+    test = result.get("test_result") or {}
+    keys = list(test) or list(valid)
+    lines = [f"{'metric':<12}{'valid':>10}{'test':>10}", "-" * 32]
+    for k in keys:
+        v = valid.get(k)
+        lines.append(f"{k:<12}{(f'{v:.4f}' if v is not None else '-'):>10}{test[k]:>10.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, files, overrides = parse_args(argv)
+        from recbole_sada.quick_start import run_recbole_sada
+
+        result = run_recbole_sada(
+            model=args.model, dataset=args.dataset, config_file_list=files, cmd_args=overrides
+        )
+    except SADAInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"\n{args.model} on {args.dataset}")
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
