@@ -15,6 +15,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import recbole
 from recbole.config import Config
 
 from recbole_sada.errors import SADAInputError
@@ -36,13 +37,38 @@ _DATASET_HINTS = {
 }
 
 
-def property_files(model_name, dataset_name):
-    """The plugin's yaml files that exist for this model and dataset, lowest priority first."""
-    candidates = [
-        PROPERTIES_DIR / "overall.yaml",
-        PROPERTIES_DIR / "model" / f"{model_name}.yaml",
-        PROPERTIES_DIR / "dataset" / f"{dataset_name}.yaml",
-    ]
+RECBOLE_PROPERTIES_DIR = Path(recbole.__file__).resolve().parent / "properties" / "model"
+
+
+def model_layers(model_class):
+    """Names of the yaml layers of a model, lowest first.
+
+    A class may set ``properties_name``; the layers are those names along the MRO (base classes
+    first) and then the model's own name.  ``BASRecSASRec`` -> ``[SASRec, BASRec, BASRecSASRec]``,
+    so method defaults live once in ``BASRec.yaml`` and backbone defaults once in ``SASRec.yaml``.
+    """
+    names = []
+    for klass in reversed(model_class.__mro__):
+        name = vars(klass).get("properties_name")
+        if name and name not in names:
+            names.append(name)
+    if model_class.__name__ not in names:
+        names.append(model_class.__name__)
+    return names
+
+
+def property_files(model_class, dataset_name):
+    """Yaml files for this model and dataset, lowest priority first.
+
+    RecBole's own yaml of each layer (e.g. its ``SASRec.yaml`` for ``BASRecSASRec``, which RecBole
+    itself would not load) comes first, then ``overall.yaml``, the plugin's model layers and the
+    dataset's yaml.
+    """
+    layers = model_layers(model_class)
+    candidates = [RECBOLE_PROPERTIES_DIR / f"{n}.yaml" for n in layers if n != model_class.__name__]
+    candidates.append(PROPERTIES_DIR / "overall.yaml")
+    candidates += [PROPERTIES_DIR / "model" / f"{n}.yaml" for n in layers]
+    candidates.append(PROPERTIES_DIR / "dataset" / f"{dataset_name}.yaml")
     return [str(p) for p in candidates if p.is_file()]
 
 
@@ -72,7 +98,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_ar
     for f in user_files:
         if not os.path.isfile(f):
             raise SADAInputError(f"config file not found: {f} (check the --config_files path)")
-    files = property_files(model_class.__name__, dataset) + user_files
+    files = property_files(model_class, dataset) + user_files
     with _command_line(cmd_args):
         config = Config(
             model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict

@@ -53,6 +53,36 @@ def shifted_targets(item_seq, item_seq_len, last_target):
     return target
 
 
+def training_sequences(train_dataset):
+    """Each user's whole training part (valid/test items excluded), oldest first.
+
+    Works on the train split in either mode: a prefix-mode split is rebuilt from its first item
+    and its targets (nothing is truncated to ``MAX_ITEM_LIST_LENGTH``); a sequence-mode split
+    carries the sequences computed before it was reduced to one sample per user.
+
+    Returns:
+        (uids, seqs): ``uids`` int64 array (remapped ids), ``seqs`` list of int64 arrays.
+    """
+    cached = getattr(train_dataset, "train_sequences", None)
+    if cached is not None:
+        return cached
+    cfg = train_dataset.config
+    uid_field, iid_field = cfg["USER_ID_FIELD"], cfg["ITEM_ID_FIELD"]
+    inter = train_dataset.inter_feat
+    uid = inter[uid_field].numpy()
+    seq_len = inter[cfg["ITEM_LIST_LENGTH_FIELD"]].numpy()
+    first_items = inter[iid_field + cfg["LIST_SUFFIX"]][:, 0].numpy()
+    targets = inter[iid_field].numpy()
+    order = np.lexsort((np.arange(len(uid)), seq_len, uid))
+    uid, first_items, targets = uid[order], first_items[order], targets[order]
+    starts = np.flatnonzero(np.r_[True, uid[1:] != uid[:-1]])
+    seqs = [
+        np.concatenate([[first_items[a]], targets[a:b]]).astype(np.int64)
+        for a, b in zip(starts, np.r_[starts[1:], len(uid)])
+    ]
+    return uid[starts].astype(np.int64), seqs
+
+
 def to_sequence_mode(train_dataset):
     """Turn a prefix-mode train split into one sample per user with a target at every position."""
     cfg = train_dataset.config
@@ -73,6 +103,7 @@ def to_sequence_mode(train_dataset):
         )
     )
     seq_dataset = train_dataset.copy(new_inter)
+    seq_dataset.train_sequences = training_sequences(train_dataset)
     seq_dataset.set_field_property(
         TARGET_SEQ_FIELD,
         FeatureType.TOKEN_SEQ,

@@ -7,6 +7,8 @@ from recbole_sada.model.backbones.base import SeqBackboneMixin
 class GRU4Rec(SeqBackboneMixin, RecBoleGRU4Rec):
     """Recurrent sequential recommender; the GRU state at each position is its output."""
 
+    properties_name = "GRU4Rec"
+
     def __init__(self, config, dataset):
         self._init_backbone(RecBoleGRU4Rec, config, dataset)
 

@@ -13,6 +13,8 @@ from recbole_sada.model.backbones.base import SeqBackboneMixin
 class NextItNet(SeqBackboneMixin, RecBoleNextItNet):
     """Dilated causal CNN sequential recommender."""
 
+    properties_name = "NextItNet"
+
     def __init__(self, config, dataset):
         self._init_backbone(RecBoleNextItNet, config, dataset)
 

@@ -16,6 +16,8 @@ def use_fused_gelu(trm_encoder, hidden_act):
 class SASRec(SeqBackboneMixin, RecBoleSASRec):
     """Self-attentive sequential recommendation; causal self-attention over item + position."""
 
+    properties_name = "SASRec"
+
     def __init__(self, config, dataset):
         self._init_backbone(RecBoleSASRec, config, dataset)
         use_fused_gelu(self.trm_encoder, config["hidden_act"])
