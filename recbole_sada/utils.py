@@ -45,7 +45,7 @@ def get_model(model_name):
         return models[model_name]
     try:
         return recbole_get_model(model_name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):
         known = ", ".join(sorted(models))
         raise SADAInputError(
             f"unknown model '{model_name}': not a recbole-sada model ({known}) nor a RecBole model"
