@@ -1,0 +1,201 @@
+"""Run models on a dataset under the papers' protocol, several seeds, and write a results table.
+
+    python benchmarks/run_table.py --dataset=ml-100k --models SASRec BASRecSASRec \
+        --seeds 2020 2021 2022 --budget cpu --output results/ml-100k.md --title "SASRec vs BASRec" \
+        [--key=value ...]
+
+Each (model, seed) runs in its own process, so peak memory is that run's.  The table has HR/NDCG
+@10/@20 as mean +- std over seeds, group metrics when the run reports them, the mean training
+epoch time and peak memory with their ratio to the first model (the backbone) measured in the same
+invocation, a paired t-test against the first model, the machine, the budget and the command.
+A section with the same title in the output file is replaced; other sections are kept.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BUDGETS = {
+    # a few minutes on a laptop CPU: checks that everything runs, numbers are not meaningful
+    "smoke": {"epochs": 2, "stage1_epochs": 1, "train_mode": "sequence", "stopping_step": 2},
+    # the longest honest budget on a 2-core CPU for ml-100k-sized data
+    "cpu": {"epochs": 100, "stage1_epochs": 20, "train_mode": "sequence", "stopping_step": 10},
+    # the papers' protocol: train to convergence with early stopping on valid NDCG@10
+    "full": {"epochs": 500, "stage1_epochs": 50, "train_mode": "sequence", "stopping_step": 20},
+}
+METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20"]
+
+
+def parse_overrides(rest):
+    out = {}
+    for arg in rest:
+        m = re.match(r"^--([^=]+)=(.*)$", arg)
+        if not m:
+            raise SystemExit(f"error: unrecognised argument {arg!r} (overrides are --key=value)")
+        key, value = m.groups()
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def worker(model, dataset, config_dict, out_path):
+    """Run one model once and dump its results as json (called in a subprocess)."""
+    from recbole_sada.quick_start import run_recbole_sada
+
+    result = run_recbole_sada(model, dataset, config_dict=config_dict)
+    keep = {
+        "test_result": dict(result["test_result"]),
+        "best_valid_result": dict(result["best_valid_result"] or {}),
+        "epoch_time": result["epoch_time"],
+        "epochs_run": result["epochs_run"],
+        "train_time": result["train_time"],
+        "peak_memory_mb": result["peak_memory_mb"],
+        "test_groups": result.get("test_groups"),
+    }
+    Path(out_path).write_text(json.dumps(keep, default=float))
+
+
+def run_one(model, dataset, seed, overrides, log_dir):
+    cfg = {**overrides, "seed": seed, "show_progress": False}
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out]
+    log = Path(log_dir) / f"{model}-{dataset}-{seed}.log"
+    start = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise SystemExit(f"error: {model} seed {seed} failed (log {log}):\n{tail}")
+    data = json.loads(Path(out).read_text())
+    os.unlink(out)
+    data["wall"] = time.time() - start
+    return data
+
+
+def mean_std(values):
+    arr = np.asarray(values, dtype=float)
+    return arr.mean(), (arr.std(ddof=1) if len(arr) > 1 else 0.0)
+
+
+def paired_p(a, b):
+    if len(a) < 2 or np.allclose(np.asarray(a) - np.asarray(b), 0):
+        return None
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(a, b).pvalue)
+
+
+def machine():
+    try:
+        import torch
+
+        cpu = platform.processor() or platform.machine()
+        dev = f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {cpu})"
+        return f"{dev}, torch {torch.__version__}, Python {platform.python_version()}"
+    except Exception:  # pragma: no cover
+        return platform.platform()
+
+
+def render(title, dataset, models, seeds, runs, budget, overrides, command):
+    lines = [f"## {title}", ""]
+    lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
+                 f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
+    lines.append(f"Machine: {machine()}.")
+    lines.append("")
+    lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
+                 + " | p (NDCG@10 vs first) | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
+    lines.append("|---" * (len(METRICS) + 7) + "|")
+    base = runs[models[0]]
+    base_t = np.mean([r["epoch_time"] for r in base])
+    base_m = np.mean([r["peak_memory_mb"] for r in base])
+    for model in models:
+        rs = runs[model]
+        cells = []
+        for m in METRICS:
+            mu, sd = mean_std([r["test_result"][m] for r in rs])
+            cells.append(f"{mu:.4f} ± {sd:.4f}")
+        p = paired_p([r["test_result"]["ndcg@10"] for r in rs], [r["test_result"]["ndcg@10"] for r in base]) if model != models[0] else None
+        t = np.mean([r["epoch_time"] for r in rs])
+        mem = np.mean([r["peak_memory_mb"] for r in rs])
+        ep = np.mean([r["epochs_run"] for r in rs])
+        lines.append(f"| {model} | " + " | ".join(cells)
+                     + f" | {'-' if p is None else f'{p:.3g}'} | {ep:.0f} | {t:.2f} | {t / base_t:.2f} | {mem:.0f} | {mem / base_m:.2f} |")
+    groups = [m for m in models if runs[m][0].get("test_groups")]
+    if groups:
+        lines += ["", "Test NDCG@10 by group (mean over seeds; group sizes in brackets):", ""]
+        names = list(runs[groups[0]][0]["test_groups"].keys())
+        lines.append("| model | " + " | ".join(names) + " |")
+        lines.append("|---" * (len(names) + 1) + "|")
+        for model in groups:
+            cells = []
+            for g in names:
+                vals = [r["test_groups"][g]["ndcg@10"] for r in runs[model]]
+                size = runs[model][0]["test_groups"][g].get("size", "")
+                cells.append(f"{np.mean(vals):.4f} ({size})")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "Reproduce:", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def write_section(path, title, text):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    begin, end = f"<!-- section: {title} -->", f"<!-- end: {title} -->"
+    block = f"{begin}\n{text}\n{end}"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = (old.rstrip() + "\n\n" if old else "") + block + "\n"
+    path.write_text(new)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--worker":
+        worker(argv[1], argv[2], json.loads(argv[3]), argv[4])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--models", nargs="+", required=True, help="the first one is the reference (backbone)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke")
+    parser.add_argument("--output", default=None, help="markdown file (default results/<dataset>.md)")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--log_dir", default="log/benchmarks")
+    args, rest = parser.parse_known_args(argv)
+    overrides = parse_overrides(rest)
+    cfg = {**BUDGETS[args.budget], **overrides}
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for model in args.models:
+        runs[model] = []
+        for seed in args.seeds:
+            r = run_one(model, args.dataset, seed, cfg, args.log_dir)
+            runs[model].append(r)
+            print(f"{model} seed {seed}: ndcg@10 {r['test_result']['ndcg@10']:.4f} hit@10 {r['test_result']['hit@10']:.4f} "
+                  f"({r['epochs_run']} epochs, {r['epoch_time']:.2f} s/epoch, {r['wall']:.0f} s)", flush=True)
+    command = "python benchmarks/run_table.py " + " ".join(argv)
+    title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
+    text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command)
+    write_section(args.output or f"results/{args.dataset}.md", title, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""BASRec (Dang et al., AAAI 2025): balanced data augmentation for sequential recommendation.
+
+Written once as :class:`BASRecMixin` over any plugin backbone (it only uses the backbone hooks of
+:mod:`recbole_sada.model.backbones.base`); ``BASRec<Backbone>`` are one-line classes.
+
+Stage 2 loss (Eq. 16), each term the mean over the samples it generates:
+
+* ``loss_main`` (Eq. 13): the backbone loss on the original sequences.
+* ``loss_ssa`` (Eq. 4-9, 14): for each operator (M-Reorder, M-Substitute) the item-embedding
+  sequence of the augmented copy is mixed with the original, ``E_in = lam E + (1 - lam) E'``,
+  ``lam ~ Beta(alpha, alpha)`` per sequence, encoded, and scored against the original targets,
+  each sequence weighted by ALW (Eq. 9).  The mean over the two operators.
+* ``loss_csa`` (Eq. 10-12, 15): encoder outputs of the original sequences are mixed across the
+  batch (item-wise weights ``B x T``, feature-wise ``B x D``, both ~ Beta(alpha, alpha)), the
+  positive and negative item embeddings with the same weights, ``n_pairs`` times each.
+
+Choices where the paper is silent (and why):
+
+* M-Substitute draws from the top ``substitute_topk`` items of an ItemCF-IUF co-occurrence table
+  built from the training split only (CoSeRec, which the paper cites); the table is pluggable
+  (:meth:`BASRecMixin.build_substitute_table`).
+* In ``sequence`` mode cross-sequence mixing aligns sequences at their *last* item (the BASRec and
+  S3-Rec code left-pads, so position ``t`` from the end meets position ``t`` from the end); where
+  the partner has no target at a position, the original is kept.
+* With ``loss_type: CE`` the mixed positive is a mixed label: ``lam_t CE(h, i) + (1 - lam_t) CE(h,
+  j)`` with ``lam_t`` the mean weight at that position (exact for item-wise mixing).
+* Negatives (BCE/BPR) are sampled once per step and shared by all three losses.
+* ALW (Eq. 9) min-max normalises ``1 / (rate * lam)`` over the batch.  With Beta(alpha, alpha),
+  alpha < 1, a single tiny ``lam`` sets the maximum and nearly every other weight becomes ~0
+  (median ~1e-5 at alpha = 0.4), which switches ``loss_ssa`` off in practice.  The default
+  ``alw_norm: log_minmax`` normalises ``log(1 / (rate * lam))`` instead (same order, weights
+  spread over [0, 1]); ``alw_norm: minmax`` is Eq. 9 literally.
+
+No learnable parameters are added: the model has exactly the backbone's parameters.
+Inference never augments (``calculate_loss`` only runs in training).
+"""
+import numpy as np
+import torch
+
+from recbole_sada.data.dataset import training_sequences
+from recbole_sada.model import augment as A
+from recbole_sada.model.backbones.fmlprec import FMLPRec
+from recbole_sada.model.backbones.gru4rec import GRU4Rec
+from recbole_sada.model.backbones.nextitnet import NextItNet
+from recbole_sada.model.backbones.sasrec import SASRec
+from recbole_sada.model.similarity import CooccurrenceSimilarity
+
+
+class BASRecMixin:
+    """Single- and cross-sequence augmentation over a plugin backbone (see module docstring)."""
+
+    properties_name = "BASRec"
+    _abstract_plugin = True
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.alpha = float(config["alpha"])
+        self.rate_min, self.rate_max = float(config["rate_min"]), float(config["rate_max"])
+        if not 0.0 <= self.rate_min <= self.rate_max <= 1.0:
+            raise ValueError(f"need 0 <= rate_min <= rate_max <= 1, got {self.rate_min}, {self.rate_max}")
+        self.n_pairs = int(config["n_pairs"])
+        self.use_single = bool(config["use_single"])
+        self.use_alw = bool(config["use_alw"])
+        self.alw_norm = config["alw_norm"]
+        self.use_cross = bool(config["use_cross"])
+        self.nonlinear = bool(config["nonlinear"])
+        self.single_ops = list(config["single_ops"])
+        self.substitute_topk = int(config["substitute_topk"])
+        # training sequences of the train split only (valid/test items never enter)
+        self._train_uids, self._train_seqs = training_sequences(dataset)
+        table = self.build_substitute_table(dataset) if "substitute" in self.single_ops else None
+        self.register_buffer("substitute_table", table if table is not None else torch.zeros(1, 1, dtype=torch.long),
+                             persistent=False)
+
+    # ------------------------------------------------------------------ pluggable pieces
+    def collaborative_similarity(self):
+        return CooccurrenceSimilarity(self._train_seqs, self.n_items)
+
+    def build_substitute_table(self, dataset):
+        """``(n_items, substitute_topk)`` ids of correlated items (row 0 and gaps are 0)."""
+        return self.collaborative_similarity().topk(self.substitute_topk)
+
+    def single_relevance(self, item_seq, aug_seq):
+        """Per-position relevance (B, L) in [0, 1] scaling the single-sequence mix (BASRec: none)."""
+        return None
+
+    def cross_partners(self, interaction, batch_size, device):
+        """Partner index (B,) of each sequence for cross-sequence mixing (BASRec: a shuffle)."""
+        return A.shuffle_partners(batch_size, device)
+
+    def cross_relevance(self, targets, partner_targets):
+        """Per-target relevance (B, T) scaling the item-wise cross mix (BASRec: none)."""
+        return None
+
+    # ------------------------------------------------------------------ augmentation
+    def augment_sequence(self, op, item_seq, item_seq_len, rate):
+        if op == "reorder":
+            return A.m_reorder(item_seq, item_seq_len, rate)
+        if op == "substitute":
+            return A.m_substitute(item_seq, item_seq_len, rate, self.substitute_table)
+        raise ValueError(f"unknown single-sequence operator '{op}' (use reorder, substitute)")
+
+    def single_sequence_loss(self, E, item_seq, item_seq_len, targets, mask, negatives):
+        B = item_seq.size(0)
+        seq_mask = item_seq > 0
+        losses = []
+        for op in self.single_ops:
+            rate = A.sample_rate(B, self.rate_min, self.rate_max, item_seq.device)
+            aug_seq = self.augment_sequence(op, item_seq, item_seq_len, rate)
+            lam = A.sample_lambda(B, self.alpha, item_seq.device)
+            relevance = self.single_relevance(item_seq, aug_seq)
+            E_in, share = A.mix_representations(E, self.embed_items(aug_seq), lam, relevance, seq_mask)
+            H_in = self.encode(E_in, item_seq, item_seq_len)
+            weight = None
+            if self.use_alw:
+                weight = A.alw_weights(rate, A.effective_lambda(share, item_seq_len), norm=self.alw_norm).to(E.dtype)
+            H_in = self.select_outputs(H_in, item_seq_len, targets)
+            losses.append(self.rec_loss(H_in, targets, mask, weight=weight, negatives=negatives))
+        return sum(losses) / len(losses)
+
+    def partner_positions(self, mask, perm):
+        """For each (row, position) the partner's position aligned at the last item, and validity."""
+        lengths = mask.sum(1)
+        T = mask.size(1)
+        t = torch.arange(T, device=mask.device).unsqueeze(0)
+        idx = t + (lengths[perm] - lengths).unsqueeze(1)
+        valid = mask & (idx >= 0) & (idx < lengths[perm].unsqueeze(1))
+        return idx.clamp(0, T - 1), valid
+
+    def cross_sequence_loss(self, interaction, H, targets, mask, negatives):
+        B, T, D = H.shape
+        table = self.output_item_embedding()
+        modes = ["item", "feature"] if self.nonlinear else ["linear"]
+        losses = []
+        for _ in range(self.n_pairs):
+            perm = self.cross_partners(interaction, B, H.device)
+            idx, valid = self.partner_positions(mask, perm)
+            gather = lambda X: X[perm].gather(1, idx.unsqueeze(-1).expand(-1, -1, X.size(-1)))  # noqa: E731
+            H_p = gather(H)
+            tgt_p = targets[perm].gather(1, idx)
+            relevance = self.cross_relevance(targets, tgt_p)
+            for mode in modes:
+                lam = A.mixup_weights(mode, B, T, D, self.alpha, H.device, relevance=relevance if mode == "item" else None)
+                lam = torch.where(valid.unsqueeze(-1), lam.expand(B, T, D), torch.ones_like(H))
+                H_mix = lam * H + (1 - lam) * H_p
+                if self.loss_type == "CE":
+                    lam_t = lam.mean(-1)
+                    loss = self.rec_loss(H_mix, targets, mask, target_weight=lam_t) + self.rec_loss(
+                        H_mix, tgt_p.masked_fill(~valid, 0).clamp(min=0), mask & valid, target_weight=1 - lam_t
+                    ) * (mask & valid).sum() / mask.sum().clamp(min=1)
+                else:
+                    pos, neg = table[targets], table[negatives]
+                    pos_mix = lam * pos + (1 - lam) * gather(pos)
+                    neg_mix = lam * neg + (1 - lam) * gather(neg)
+                    loss = self.rec_loss(H_mix, pos_mix, mask, negatives=neg_mix)
+                losses.append(loss)
+        return sum(losses) / len(losses)
+
+    # ------------------------------------------------------------------ loss
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len, targets, mask = self.training_batch(interaction)
+        E = self.embed_items(item_seq)
+        H_all = self.encode(E, item_seq, item_seq_len)
+        H = self.select_outputs(H_all, item_seq_len, targets)
+        negatives = None if self.loss_type == "CE" else self.sample_negatives(targets)
+        loss_main = self.rec_loss(H, targets, mask, negatives=negatives) + self.regularization()
+        if self.train_stage == 1:
+            return {"loss_main": loss_main}
+        losses = {"loss_main": loss_main}
+        if self.use_single and self.single_ops:
+            losses["loss_ssa"] = self.single_sequence_loss(E, item_seq, item_seq_len, targets, mask, negatives)
+        if self.use_cross and self.n_pairs > 0:
+            losses["loss_csa"] = self.cross_sequence_loss(interaction, H, targets, mask, negatives)
+        return losses
+
+
+class BASRecSASRec(BASRecMixin, SASRec):
+    """BASRec over SASRec."""
+
+
+class BASRecGRU4Rec(BASRecMixin, GRU4Rec):
+    """BASRec over GRU4Rec."""
+
+
+class BASRecFMLPRec(BASRecMixin, FMLPRec):
+    """BASRec over FMLPRec."""
+
+
+class BASRecNextItNet(BASRecMixin, NextItNet):
+    """BASRec over NextItNet."""
