@@ -92,11 +92,25 @@ class SADATrainer(Trainer):
         start = time.time()
         total = super()._train_epoch(train_data, epoch_idx, loss_func=named_loss, show_progress=show_progress)
         self.epoch_times.append(time.time() - start)
+        self._log_model_stats(epoch_idx)
         self.loss_names = list(names) if names else None
         n = max(n_batches[0], 1)
         if isinstance(total, tuple):
             return tuple(t / n for t in total)
         return total / n if total is not None else total
+
+    def _log_model_stats(self, epoch_idx):
+        """Log what a model counted during the epoch (``pop_epoch_stats``, e.g. SADA's pairing)."""
+        pop = getattr(self.model, "pop_epoch_stats", None)
+        stats = pop() if callable(pop) else None
+        if stats:
+            self.epoch_stats = stats
+            self.logger.info(
+                set_color(f"epoch {epoch_idx} stats", "green") + ": "
+                + ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in stats.items())
+            )
+            for k, v in stats.items():
+                self.tensorboard.add_scalar(f"Stats/{k}", v, epoch_idx)
 
     def _loss_items(self, losses):
         if isinstance(losses, tuple):

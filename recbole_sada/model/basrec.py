@@ -54,6 +54,10 @@ class BASRecMixin:
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.setup_augmentation(config, dataset)
+
+    def setup_augmentation(self, config, dataset):
+        """Read the method's config and build what the augmentation needs (after the backbone)."""
         self.alpha = float(config["alpha"])
         self.rate_min, self.rate_max = float(config["rate_min"]), float(config["rate_max"])
         if not 0.0 <= self.rate_min <= self.rate_max <= 1.0:
