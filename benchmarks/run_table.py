@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 BUDGETS = {
     # a few minutes on a laptop CPU: checks that everything runs, numbers are not meaningful
     "smoke": {"epochs": 2, "stage1_epochs": 1, "train_mode": "sequence", "stopping_step": 2},
+    # a short CPU budget (tens of minutes for a 3-model x 3-seed table on ml-100k, 2 cores)
+    "short": {"epochs": 30, "stage1_epochs": 10, "train_mode": "sequence", "stopping_step": 5},
     # the longest honest budget on a 2-core CPU for ml-100k-sized data
     "cpu": {"epochs": 100, "stage1_epochs": 20, "train_mode": "sequence", "stopping_step": 10},
     # the papers' protocol: train to convergence with early stopping on valid NDCG@10

@@ -117,9 +117,12 @@ def test_scores_are_padding_invariant(data_root, model):
     assert torch.allclose(ref, scores(net, fill_padding(seq, lens, net.n_items), lens), atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec", "NextItNet"])
-def test_causal_backbones_do_not_see_later_items(data_root, model):
-    net, _ = build(data_root, model)
+@pytest.mark.parametrize(
+    "model,extra",
+    [("SASRec", {}), ("GRU4Rec", {}), ("NextItNet", {}), ("FMLPRec", {"filter_causal": True})],
+)
+def test_causal_backbones_do_not_see_later_items(data_root, model, extra):
+    net, _ = build(data_root, model, **extra)
     seq, lens = random_batch(net.n_items, B=4, L=MAX_LEN, seed=3)
     seq[:, :] = torch.randint(1, net.n_items, seq.shape, generator=torch.Generator().manual_seed(4))
     lens[:] = MAX_LEN
@@ -199,8 +202,11 @@ def test_fmlprec_right_padded_equals_authors_left_padded_layout(data_root):
 
 
 def test_fmlprec_last_position_is_causal_inner_positions_are_not(data_root):
-    """Documented limitation: the FFT filter is non-causal at inner positions."""
+    """Documented limitation of the paper's circular filter (prefix mode): inner positions see
+    later items; sequence mode therefore uses the causal filter by default."""
     net, _ = build(data_root, "FMLPRec")
+    assert not net.filter_causal
+    assert build(data_root, "FMLPRec", train_mode="sequence")[0].filter_causal
     seq, lens = random_batch(net.n_items, B=4, seed=9)
     lens[:] = 6
     seq[:, 6:] = 0
@@ -226,7 +232,10 @@ def test_fmlprec_loss_and_backward(data_root, train_mode, loss_type):
     assert (TARGET_SEQ_FIELD in batch) == (train_mode == "sequence")
     loss, grads = loss_and_grad(net, batch)
     assert math.isfinite(loss) and loss > 0
-    assert net.blocks[0].filter_layer.complex_weight.grad.abs().sum() > 0
+    layer = net.blocks[0].filter_layer
+    weight = layer.kernel if layer.causal else layer.complex_weight
+    assert layer.causal == (train_mode == "sequence")
+    assert weight.grad.abs().sum() > 0
     assert all(g is None or torch.isfinite(g).all() for g in grads)
 
 

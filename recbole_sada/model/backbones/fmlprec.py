@@ -37,8 +37,13 @@ Choices where the model meets RecBole's data layout (and why):
   ``train_mode: sequence`` (a loss at every position) the targets of inner positions are thus
   visible to the model through later inputs.  The authors' released code
   (github.com/Woeee/FMLP-Rec, ``datasets.py``/``trainers.py``) trains every prefix with a loss
-  at the last position only, i.e. our ``prefix`` mode.  ``sequence`` mode still works (so every
-  backbone supports both modes) but logs a warning; prefer ``train_mode: prefix`` for FMLPRec.
+  at the last position only, i.e. our ``prefix`` mode.  For ``train_mode: sequence`` the filter
+  is made causal (``filter_causal: auto``, the default, does this in sequence mode only): a
+  learned kernel ``h in R^{L x D}`` over lags ``0..L-1``, applied as a *linear* (not circular)
+  convolution through FFTs of size ``2L`` (``y = irfft(rfft(x, 2L) * rfft(h, 2L))[:L]``), so
+  position ``t`` sees items ``<= t`` only and no target leaks.  It is still a global,
+  frequency-domain filter (the FFT form of a full-length causal kernel); ``filter_causal: false``
+  forces the paper's circular filter (leaky in sequence mode, with a warning).
 """
 from logging import getLogger
 
@@ -54,11 +59,16 @@ from recbole_sada.model.backbones.base import SeqBackboneMixin
 class FilterLayer(nn.Module):
     """Learnable global filter over the sequence axis, then residual + LayerNorm."""
 
-    def __init__(self, max_seq_length, hidden_size, dropout_prob, layer_norm_eps, init_range):
+    def __init__(self, max_seq_length, hidden_size, dropout_prob, layer_norm_eps, init_range, causal=False):
         super().__init__()
         self.max_seq_length = max_seq_length
-        # complex W (L//2+1, D) stored as its real and imaginary parts
-        self.complex_weight = nn.Parameter(torch.randn(max_seq_length // 2 + 1, hidden_size, 2) * init_range)
+        self.causal = causal
+        if causal:
+            # real kernel over lags 0..L-1, applied as a linear convolution (FFT size 2L)
+            self.kernel = nn.Parameter(torch.randn(max_seq_length, hidden_size) * init_range)
+        else:
+            # complex W (L//2+1, D) stored as its real and imaginary parts
+            self.complex_weight = nn.Parameter(torch.randn(max_seq_length // 2 + 1, hidden_size, 2) * init_range)
         self.dropout = nn.Dropout(dropout_prob)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
 
@@ -67,6 +77,10 @@ class FilterLayer(nn.Module):
         L = x.size(1)
         if L != self.max_seq_length:
             raise ValueError(f"FMLPRec filters sequences of length {self.max_seq_length}, got {L}")
+        if self.causal:
+            n = 2 * L
+            spec = torch.fft.rfft(x.float(), n=n, dim=1) * torch.fft.rfft(self.kernel.float(), n=n, dim=0)
+            return torch.fft.irfft(spec, n=n, dim=1)[:, :L].to(x.dtype)
         spec = torch.fft.rfft(x.float(), dim=1, norm="ortho")
         spec = spec * torch.view_as_complex(self.complex_weight.float())
         return torch.fft.irfft(spec, n=L, dim=1, norm="ortho").to(x.dtype)
@@ -78,9 +92,10 @@ class FilterLayer(nn.Module):
 class FilterBlock(nn.Module):
     """Filter layer followed by the point-wise feed-forward network."""
 
-    def __init__(self, max_seq_length, hidden_size, inner_size, dropout_prob, hidden_act, layer_norm_eps, init_range):
+    def __init__(self, max_seq_length, hidden_size, inner_size, dropout_prob, hidden_act, layer_norm_eps, init_range,
+                 causal=False):
         super().__init__()
-        self.filter_layer = FilterLayer(max_seq_length, hidden_size, dropout_prob, layer_norm_eps, init_range)
+        self.filter_layer = FilterLayer(max_seq_length, hidden_size, dropout_prob, layer_norm_eps, init_range, causal)
         self.feed_forward = FeedForward(hidden_size, inner_size, dropout_prob, hidden_act, layer_norm_eps)
         if hidden_act == "gelu":  # RecBole's Python erf-GELU -> torch's fused kernel (same function)
             self.feed_forward.intermediate_act_fn = F.gelu
@@ -103,6 +118,8 @@ class FMLPRec(SeqBackboneMixin, SequentialRecommender):
         self.hidden_act = config["hidden_act"]
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
+        causal = config["filter_causal"]
+        self.filter_causal = (self.train_mode == "sequence") if causal in (None, "auto") else bool(causal)
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
@@ -117,11 +134,12 @@ class FMLPRec(SeqBackboneMixin, SequentialRecommender):
                 self.hidden_act,
                 self.layer_norm_eps,
                 self.initializer_range,
+                self.filter_causal,
             )
             for _ in range(self.n_layers)
         )
         self.apply(self._init_weights)
-        if self.train_mode == "sequence":
+        if self.train_mode == "sequence" and not self.filter_causal:
             getLogger().warning(
                 "FMLPRec: the frequency filter is not causal, so in train_mode=sequence inner positions "
                 "see later items (their targets); train_mode=prefix (the authors' setting) is leak-free."
