@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -112,11 +113,11 @@ def machine():
         return platform.platform()
 
 
-def render(title, dataset, models, seeds, runs, budget, overrides, command):
+def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1):
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
-    lines.append(f"Machine: {machine()}.")
+    lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}.")
     lines.append("")
     lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
                  + " | p (NDCG@10 vs first) | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
@@ -179,21 +180,29 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="markdown file (default results/<dataset>.md)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--log_dir", default="log/benchmarks")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs in parallel (each in its own process; use torch_threads=1 with jobs > 1)")
     args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)
     cfg = {**BUDGETS[args.budget], **overrides}
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    runs = {}
-    for model in args.models:
-        runs[model] = []
-        for seed in args.seeds:
-            r = run_one(model, args.dataset, seed, cfg, args.log_dir)
-            runs[model].append(r)
-            print(f"{model} seed {seed}: ndcg@10 {r['test_result']['ndcg@10']:.4f} hit@10 {r['test_result']['hit@10']:.4f} "
-                  f"({r['epochs_run']} epochs, {r['epoch_time']:.2f} s/epoch, {r['wall']:.0f} s)", flush=True)
+    jobs = [(model, seed) for model in args.models for seed in args.seeds]
+    results = {}
+
+    def one(job):
+        model, seed = job
+        r = run_one(model, args.dataset, seed, cfg, args.log_dir)
+        print(f"{model} seed {seed}: ndcg@10 {r['test_result']['ndcg@10']:.4f} hit@10 {r['test_result']['hit@10']:.4f} "
+              f"({r['epochs_run']} epochs, {r['epoch_time']:.2f} s/epoch, {r['wall']:.0f} s)", flush=True)
+        return job, r
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for job, r in pool.map(one, jobs):
+            results[job] = r
+    runs = {model: [results[(model, seed)] for seed in args.seeds] for model in args.models}
     command = "python benchmarks/run_table.py " + " ".join(argv)
     title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
-    text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command)
+    text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command, args.jobs)
     write_section(args.output or f"results/{args.dataset}.md", title, text)
     print(text)
     return 0
