@@ -1,6 +1,9 @@
 """Train and evaluate a recbole-sada (or RecBole) model, offline.
 
     python run_recbole_sada.py --model=SADASASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]
+        [--result_json=run.json]
+
+Prints valid/test metrics, then test HR/NDCG per user-length and item-popularity group.
 
 Exit status: 0 on success, 2 with a one-line message on bad input.
 """
@@ -15,6 +18,7 @@ def parse_args(argv):
     parser.add_argument("--model", "-m", default="SASRec", help="model name (plugin first, then RecBole)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    parser.add_argument("--result_json", default=None, help="also write the results to this json file")
     args, rest = parser.parse_known_args(argv)
     bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
     if bad:
@@ -49,7 +53,27 @@ def main(argv=None):
         return 2
     print(f"\n{args.model} on {args.dataset}")
     print(format_table(result))
+    if result.get("test_groups"):
+        from recbole_sada.evaluation.groups import format_group_table
+
+        print("\n" + format_group_table(result["test_groups"], title="test, by group"))
+    if args.result_json:
+        write_result_json(args.result_json, args.model, args.dataset, result)
     return 0
+
+
+def write_result_json(path, model, dataset, result):
+    """The run's metrics, groups and costs as json (no config object, trainer or model)."""
+    import json
+    import os
+
+    keep = ("best_valid_score", "best_valid_result", "test_result", "test_groups", "epoch_time",
+            "epochs_run", "train_time", "peak_memory_mb", "model_file")
+    out = {"model": model, "dataset": dataset, "seed": result["config"]["seed"]}
+    out.update({k: result.get(k) for k in keep})
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2, default=float)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ invocation, a paired t-test against the first model, the machine, the budget and
 A section with the same title in the output file is replaced; other sections are kept.
 """
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -72,7 +73,12 @@ def worker(model, dataset, config_dict, out_path):
 
 
 def run_one(model, dataset, seed, overrides, log_dir):
+    """Run (or reuse the cached result of) one model on one seed; cache key = the full config."""
     cfg = {**overrides, "seed": seed, "show_progress": False}
+    key = hashlib.sha256(json.dumps([model, dataset, cfg], sort_keys=True).encode()).hexdigest()[:12]
+    cached = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out]
@@ -86,6 +92,7 @@ def run_one(model, dataset, seed, overrides, log_dir):
     data = json.loads(Path(out).read_text())
     os.unlink(out)
     data["wall"] = time.time() - start
+    cached.write_text(json.dumps(data))
     return data
 
 
@@ -117,11 +124,12 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
+    lines.append("p-values: paired t-test on test NDCG@10 over seeds, against the first row and the row above.")
     lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}.")
     lines.append("")
     lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
-                 + " | p (NDCG@10 vs first) | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
-    lines.append("|---" * (len(METRICS) + 7) + "|")
+                 + " | p vs first | p vs previous | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
+    lines.append("|---" * (len(METRICS) + 8) + "|")
     base = runs[models[0]]
     base_t = np.mean([r["epoch_time"] for r in base])
     base_m = np.mean([r["peak_memory_mb"] for r in base])
@@ -131,25 +139,36 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
         for m in METRICS:
             mu, sd = mean_std([r["test_result"][m] for r in rs])
             cells.append(f"{mu:.4f} ± {sd:.4f}")
-        p = paired_p([r["test_result"]["ndcg@10"] for r in rs], [r["test_result"]["ndcg@10"] for r in base]) if model != models[0] else None
+        nd = [r["test_result"]["ndcg@10"] for r in rs]
+        i = models.index(model)
+        p = paired_p(nd, [r["test_result"]["ndcg@10"] for r in base]) if i > 0 else None
+        p_prev = paired_p(nd, [r["test_result"]["ndcg@10"] for r in runs[models[i - 1]]]) if i > 1 else None
         t = np.mean([r["epoch_time"] for r in rs])
         mem = np.mean([r["peak_memory_mb"] for r in rs])
         ep = np.mean([r["epochs_run"] for r in rs])
         lines.append(f"| {model} | " + " | ".join(cells)
-                     + f" | {'-' if p is None else f'{p:.3g}'} | {ep:.0f} | {t:.2f} | {t / base_t:.2f} | {mem:.0f} | {mem / base_m:.2f} |")
+                     + f" | {'-' if p is None else f'{p:.3g}'} | {'-' if p_prev is None else f'{p_prev:.3g}'} | {ep:.0f} | {t:.2f} | {t / base_t:.2f} | {mem:.0f} | {mem / base_m:.2f} |")
     groups = [m for m in models if runs[m][0].get("test_groups")]
     if groups:
-        lines += ["", "Test NDCG@10 by group (mean over seeds; group sizes in brackets):", ""]
-        names = list(runs[groups[0]][0]["test_groups"].keys())
-        lines.append("| model | " + " | ".join(names) + " |")
+        lines += ["", "Test NDCG@10 by group (mean ± std over seeds; users by training length, test items by training popularity, head = top 20%):", ""]
+        first = runs[groups[0]][0]["test_groups"]
+        names = [g for g in first if first[g].get("n")]  # empty groups are left out
+        lines.append("| model | " + " | ".join(f"{g} (n={first[g]['n']})" for g in names) + " |")
         lines.append("|---" * (len(names) + 1) + "|")
         for model in groups:
             cells = []
             for g in names:
                 vals = [r["test_groups"][g]["ndcg@10"] for r in runs[model]]
-                size = runs[model][0]["test_groups"][g].get("size", "")
-                cells.append(f"{np.mean(vals):.4f} ({size})")
+                mu, sd = mean_std(vals)
+                cells.append(f"{mu:.4f} ± {sd:.4f}")
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        tail = "items:tail"
+        if tail in names:
+            lines += ["", f"Paired t-test on tail-item NDCG@10 ({tail}) against the first model:", ""]
+            base_tail = [r["test_groups"][tail]["ndcg@10"] for r in base]
+            for model in models[1:]:
+                p = paired_p([r["test_groups"][tail]["ndcg@10"] for r in runs[model]], base_tail)
+                lines.append(f"- {model}: p = {'-' if p is None else f'{p:.3g}'}")
     lines += ["", "Reproduce:", "", "```", command, "```", ""]
     return "\n".join(lines)
 

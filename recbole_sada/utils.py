@@ -60,4 +60,21 @@ def get_trainer(model_type, model_name):
         return getattr(trainer_module, model_name + "Trainer")
     if model_type == ModelType.SEQUENTIAL:
         return trainer_module.SADATrainer
-    return recbole_get_trainer(model_type, model_name)
+    return with_checkpoint_shim(recbole_get_trainer(model_type, model_name))
+
+
+def with_checkpoint_shim(trainer_class):
+    """RecBole's own trainer with its checkpoint reloads made to work on torch >= 2.6."""
+    from recbole_sada.compat import trusted_checkpoint_load
+
+    class Trainer(trainer_class):
+        def evaluate(self, *args, **kwargs):
+            with trusted_checkpoint_load():
+                return super().evaluate(*args, **kwargs)
+
+        def resume_checkpoint(self, *args, **kwargs):
+            with trusted_checkpoint_load():
+                return super().resume_checkpoint(*args, **kwargs)
+
+    Trainer.__name__ = Trainer.__qualname__ = trainer_class.__name__
+    return Trainer

@@ -267,3 +267,15 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     assert res.returncode == 2
     lines = [l for l in res.stderr.strip().splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
+
+
+def test_general_models_reload_checkpoints_too(tmp_path):
+    """RecBole's own trainer (general models) also reloads its best checkpoint on torch >= 2.6."""
+    cfg = {"data_path": str(tmp_path), "epochs": 1, "show_progress": False, "state": "WARNING",
+           "checkpoint_dir": str(tmp_path / "saved"), "embedding_size": 8,
+           "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+    from conftest import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path, name="tinygen")
+    result = run_recbole_sada("BPR", "tinygen", config_dict=cfg)
+    assert "ndcg@10" in result["test_result"]
