@@ -11,6 +11,7 @@ invocation, a paired t-test against the first model, the machine, the budget and
 A section with the same title in the output file is replaced; other sections are kept.
 """
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -51,7 +52,10 @@ def parse_overrides(rest):
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            try:
+                out[key] = ast.literal_eval(value)  # True / False / None as in RecBole's command line
+            except (ValueError, SyntaxError):
+                out[key] = value
     return out
 
 
@@ -72,9 +76,18 @@ def worker(model, dataset, config_dict, out_path):
     Path(out_path).write_text(json.dumps(keep, default=float))
 
 
-def run_one(model, dataset, seed, overrides, log_dir):
+def split_variant(spec):
+    """``"SADASASRec[use_fusion=False,relevance_mode=cosine01]"`` -> (model, {overrides})."""
+    m = re.match(r"^([^\[]+)(?:\[(.*)\])?$", spec)
+    model, inner = m.group(1), m.group(2)
+    extra = parse_overrides([f"--{kv}" for kv in inner.split(",")]) if inner else {}
+    return model, extra
+
+
+def run_one(spec, dataset, seed, overrides, log_dir):
     """Run (or reuse the cached result of) one model on one seed; cache key = the full config."""
-    cfg = {**overrides, "seed": seed, "show_progress": False}
+    model, extra = split_variant(spec)
+    cfg = {**overrides, **extra, "seed": seed, "show_progress": False}
     key = hashlib.sha256(json.dumps([model, dataset, cfg], sort_keys=True).encode()).hexdigest()[:12]
     cached = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.json"
     if cached.is_file():
@@ -82,7 +95,7 @@ def run_one(model, dataset, seed, overrides, log_dir):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out]
-    log = Path(log_dir) / f"{model}-{dataset}-{seed}.log"
+    log = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.log"
     start = time.time()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
@@ -193,7 +206,8 @@ def main(argv=None):
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--models", nargs="+", required=True, help="the first one is the reference (backbone)")
+    parser.add_argument("--models", nargs="+", required=True,
+                        help="the first one is the reference; a variant is written Model[key=value,key=value]")
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke")
     parser.add_argument("--output", default=None, help="markdown file (default results/<dataset>.md)")
