@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -233,7 +234,7 @@ def main(argv=None):
         for job, r in pool.map(one, jobs):
             results[job] = r
     runs = {model: [results[(model, seed)] for seed in args.seeds] for model in args.models}
-    command = "python benchmarks/run_table.py " + " ".join(argv)
+    command = "python benchmarks/run_table.py " + shlex.join(argv)
     title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
     text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command, args.jobs)
     write_section(args.output or f"results/{args.dataset}.md", title, text)
