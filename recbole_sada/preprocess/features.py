@@ -325,6 +325,7 @@ def build_semantic_features(config, log: bool = True, show_progress: bool | None
                        files["item"].name)
 
     # 3. encode items
+    say("encoding %d item texts with %s:%s", len(texts) - empty, encoder.backend, encoder.model)
     t0 = time.time()
     item_matrix = encode_texts(encoder, texts, progress)
     item_seconds = time.time() - t0
@@ -344,6 +345,8 @@ def build_semantic_features(config, log: bool = True, show_progress: bool | None
     if users_empty:
         say("%d of %d users have no training text: zero vectors, cluster %d",
             users_empty, len(user_texts), NO_CLUSTER)
+    say("encoding %d user texts (training items only, at most %d each)",
+        len(user_texts) - users_empty, settings["user_text_max_items"])
     t0 = time.time()
     user_matrix = encode_texts(encoder, user_texts, progress)
     user_seconds = time.time() - t0

@@ -367,15 +367,21 @@ def load_semantic_features(config: Any, dataset, log: bool = True) -> SemanticFe
             raise SADAInputError(
                 f"{paths[kind]} holds {matrix.shape[1]}-d embeddings but {paths['sidecar']} says "
                 f"{dim}; rebuild with: {fix}")
-    with open(paths["clusters"], encoding="utf-8") as f:
-        cluster_info = json.load(f)
-    distance = np.asarray(cluster_info["distance"], dtype=np.float32)
+    try:
+        with open(paths["clusters"], encoding="utf-8") as f:
+            distance = np.asarray(json.load(f)["distance"], dtype=np.float32)
+        if distance.ndim != 2 or distance.shape[0] != distance.shape[1] or distance.shape[0] < 2:
+            raise ValueError("not a square matrix")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SADAInputError(
+            f"{paths['clusters']} has no K x K 'distance' matrix ({exc}); rebuild with: {fix}") from None
     n_clusters = distance.shape[0]
     try:
         cluster_ids = np.array([int(c) for c in clusters], dtype=np.int64)
+        valid = not cluster_ids.size or (cluster_ids.min() >= NO_CLUSTER and cluster_ids.max() < n_clusters)
     except ValueError:
-        cluster_ids = np.array([n_clusters], dtype=np.int64)
-    if cluster_ids.size and (cluster_ids.min() < NO_CLUSTER or cluster_ids.max() >= n_clusters):
+        valid = False
+    if not valid:
         raise SADAInputError(
             f"{paths['user']}: {USER_CLUSTER_FIELD} must be integers in [-1, {n_clusters}) as in "
             f"{paths['clusters']}; rebuild with: {fix}")
