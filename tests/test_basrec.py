@@ -79,6 +79,9 @@ def test_two_stage_run_logs_named_losses(backbone, small_cfg):
     trainer = result["trainer"]
     assert trainer.loss_names == ["loss_main", "loss_ssa", "loss_csa"]
     assert result["test_result"]["ndcg@10"] >= 0
+    # augmentation similarity (BASRec Table 6) is logged per epoch, one value per module
+    assert set(trainer.epoch_stats) == {"sim_reorder", "sim_substitute", "sim_cross_item", "sim_cross_feature"}
+    assert all(-1.0 <= v <= 1.0 for v in trainer.epoch_stats.values())
 
 
 def test_basrec_runs_in_prefix_mode(small_cfg):

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from recbole_sada.data.dataset import training_sequences
+from recbole_sada.evaluation.similarity import augmentation_similarity
 from recbole_sada.model import augment as A
 from recbole_sada.model.backbones.fmlprec import FMLPRec
 from recbole_sada.model.backbones.gru4rec import GRU4Rec
@@ -70,6 +71,7 @@ class BASRecMixin:
         self.nonlinear = bool(config["nonlinear"])
         self.single_ops = list(config["single_ops"])
         self.substitute_topk = int(config["substitute_topk"])
+        self._similarity = {}
         # training sequences of the train split only (valid/test items never enter)
         self._train_uids, self._train_seqs = training_sequences(dataset)
         table = self.build_substitute_table(dataset) if "substitute" in self.single_ops else None
@@ -104,7 +106,21 @@ class BASRecMixin:
             return A.m_substitute(item_seq, item_seq_len, rate, self.substitute_table)
         raise ValueError(f"unknown single-sequence operator '{op}' (use reorder, substitute)")
 
-    def single_sequence_loss(self, E, item_seq, item_seq_len, targets, mask, negatives):
+    # ------------------------------------------------------------------ augmentation similarity
+    def _record_similarity(self, name, H, H_aug, mask):
+        """Accumulate the mean cosine between original and augmented outputs (BASRec Table 6)."""
+        value = augmentation_similarity(H.detach(), H_aug.detach(), mask)
+        if torch.isfinite(value):
+            total, count = self._similarity.get(name, (0.0, 0))
+            self._similarity[name] = (total + float(value), count + 1)
+
+    def pop_epoch_stats(self):
+        """Per-epoch mean cosine similarity of original vs augmented outputs, per module."""
+        stats = {f"sim_{name}": total / max(count, 1) for name, (total, count) in self._similarity.items()}
+        self._similarity = {}
+        return stats
+
+    def single_sequence_loss(self, E, item_seq, item_seq_len, targets, mask, negatives, H=None):
         B = item_seq.size(0)
         seq_mask = item_seq > 0
         losses = []
@@ -119,6 +135,8 @@ class BASRecMixin:
             if self.use_alw:
                 weight = A.alw_weights(rate, A.effective_lambda(share, item_seq_len), norm=self.alw_norm).to(E.dtype)
             H_in = self.select_outputs(H_in, item_seq_len, targets)
+            if H is not None:
+                self._record_similarity(op, H, H_in, mask)
             losses.append(self.rec_loss(H_in, targets, mask, weight=weight, negatives=negatives))
         return sum(losses) / len(losses)
 
@@ -147,6 +165,7 @@ class BASRecMixin:
                 lam = A.mixup_weights(mode, B, T, D, self.alpha, H.device, relevance=relevance if mode == "item" else None)
                 lam = torch.where(valid.unsqueeze(-1), lam.expand(B, T, D), torch.ones_like(H))
                 H_mix = lam * H + (1 - lam) * H_p
+                self._record_similarity(f"cross_{mode}", H, H_mix, mask)
                 if self.loss_type == "CE":
                     lam_t = lam.mean(-1)
                     loss = self.rec_loss(H_mix, targets, mask, target_weight=lam_t) + self.rec_loss(
@@ -172,7 +191,7 @@ class BASRecMixin:
             return {"loss_main": loss_main}
         losses = {"loss_main": loss_main}
         if self.use_single and self.single_ops:
-            losses["loss_ssa"] = self.single_sequence_loss(E, item_seq, item_seq_len, targets, mask, negatives)
+            losses["loss_ssa"] = self.single_sequence_loss(E, item_seq, item_seq_len, targets, mask, negatives, H)
         if self.use_cross and self.n_pairs > 0:
             losses["loss_csa"] = self.cross_sequence_loss(interaction, H, targets, mask, negatives)
         return losses

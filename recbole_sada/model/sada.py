@@ -196,12 +196,13 @@ class SADAMixin(BASRecMixin):
         return perm
 
     def pop_epoch_stats(self):
-        """Per-epoch counts of how cross-sequence partners were found (logged by the trainer)."""
-        if not self.use_cluster_pairing:
-            return {}
-        same, adjacent, rand = (int(x) for x in self.pairing_counts)
-        self.pairing_counts.zero_()
-        return {"pair_same_cluster": same, "pair_adjacent_cluster": adjacent, "pair_random": rand}
+        """BASRec's augmentation similarity plus how cross-sequence partners were found."""
+        stats = super().pop_epoch_stats()
+        if self.use_cluster_pairing:
+            same, adjacent, rand = (int(x) for x in self.pairing_counts)
+            self.pairing_counts.zero_()
+            stats.update({"pair_same_cluster": same, "pair_adjacent_cluster": adjacent, "pair_random": rand})
+        return stats
 
 
 class SADASASRec(SADAMixin, SASRec):
