@@ -187,6 +187,32 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
     return "\n".join(lines)
 
 
+def plot_groups(runs, models, path):
+    """Bar chart of test NDCG@10 per group (mean, std error bars) for each model; None if no groups."""
+    first = runs[models[0]][0].get("test_groups")
+    if not first:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [g for g in first if first[g].get("n")]
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.6))
+    for i, model in enumerate(models):
+        vals = np.array([[r["test_groups"][g]["ndcg@10"] for g in names] for r in runs[model]], dtype=float)
+        ax.bar(np.arange(len(names)) + i * width, vals.mean(0), width, yerr=vals.std(0), label=model, capsize=2)
+    ax.set_xticks(np.arange(len(names)) + width * (len(models) - 1) / 2)
+    ax.set_xticklabels([f"{g}\n(n={first[g]['n']})" for g in names], fontsize=8)
+    ax.set_ylabel("test NDCG@10")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_section(path, title, text):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +263,12 @@ def main(argv=None):
     command = "python benchmarks/run_table.py " + shlex.join(argv)
     title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
     text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command, args.jobs)
-    write_section(args.output or f"results/{args.dataset}.md", title, text)
+    output = Path(args.output or f"results/{args.dataset}.md")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
+    png = plot_groups(runs, args.models, output.parent / f"{output.stem}-{slug}.png")
+    if png:
+        text = text.replace("\nReproduce:", f"\n![NDCG@10 by group]({png.name})\n\nReproduce:", 1)
+    write_section(output, title, text)
     print(text)
     return 0
 
