@@ -1,8 +1,8 @@
 """LLMSeR on ml-100k: backbone vs LLMSeR<Backbone>, with pseudo items from the pipeline run
 without an LLM (``--llm none``) and with the packaged SmolLM2 on a user sample, side by side.
 
-    python benchmarks/llmser_ml100k.py [--backbones SASRec GRU4Rec] [--seeds 2020 2021 2022]
-        [--epochs 30] [--stopping_step 5] [--max_users 40] [--output results/llmser.md]
+    python benchmarks/llmser_ml100k.py [--backbones SASRec GRU4Rec BERT4Rec] [--seeds 2020 2021 2022]
+        [--epochs 20] [--stopping_step 5] [--max_users 40] [--output results/llmser.md]
 
 Steps (each cached under ``saved/llmser_bench/``, so a rerun only does what is missing):
 
@@ -96,6 +96,44 @@ def worker(model, config_dict, out_path):
     Path(out_path).write_text(json.dumps(keep, default=float))
 
 
+def cost_worker(backbone, config_dict, out_path, epochs=3):
+    """Training-epoch time of the backbone and of LLMSeR<backbone>, epochs interleaved in one
+    process (so both see the same machine load); median per model."""
+    from recbole_sada.quick_start import prepare
+    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.utils import get_model
+
+    config, _, train_data, _, _ = prepare(f"LLMSeR{backbone}", "ml-100k", config_dict=config_dict)
+    trainers = {name: SADATrainer(config, get_model(model)(config, train_data._dataset))
+                for name, model in (("backbone", backbone), ("llmser", f"LLMSeR{backbone}"))}
+    times = {name: [] for name in trainers}
+    for epoch in range(epochs):
+        for name, trainer in trainers.items():
+            start = time.time()
+            trainer._train_epoch(train_data, epoch)
+            times[name].append(time.time() - start)
+    Path(out_path).write_text(json.dumps({name: float(np.median(t)) for name, t in times.items()}))
+
+
+def measure_cost(backbone, args, tail_threshold):
+    out = WORK / "runs" / f"cost-{backbone}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = {"seed": 2020, "train_mode": "sequence", "train_batch_size": args.batch_size, "show_progress": False,
+           "checkpoint_dir": str(WORK / "ckpt"), "aug_file": str(WORK / VARIANTS["none"]),
+           "tail_threshold": tail_threshold, "beta": args.beta}
+    cmd = [sys.executable, __file__, "--cost-worker", backbone, json.dumps(cfg), str(out)]
+    with open(WORK / "runs" / f"cost-{backbone}.log", "w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=thread_env(args.threads))
+    if proc.returncode != 0:
+        log(f"cost {backbone} FAILED")
+        return None
+    result = json.loads(out.read_text())
+    log(f"cost {backbone}: {result}")
+    return result
+
+
 def run_one(backbone, variant, seed, args, edges, tail_threshold):
     name = f"{backbone}-{variant}-{seed}"
     out = WORK / "runs" / f"{name}.json"
@@ -173,7 +211,7 @@ def group_value(run, group, metric):
     return (groups.get(group) or {}).get(metric)
 
 
-def write_report(args, results, info, pipeline_meta, wall, commands):
+def write_report(args, results, info, pipeline_meta, wall, commands, costs):
     edges_label = {"all": "overall", f"users[6,{info['Q']})": f"tail: train length < {info['Q']} (shortest ~20%)",
                    f"users[{info['Q']},inf)": f"head: train length >= {info['Q']}"}
     lines = ["# LLMSeR on ml-100k (CPU budget)", ""]
@@ -185,7 +223,9 @@ def write_report(args, results, info, pipeline_meta, wall, commands):
         f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs "
         f"(load average at start {wall['load_start']}, end {wall['load_end']}), torch CPU with "
         f"{args.threads} thread(s) per run (OMP_NUM_THREADS); no GPU. "
-        f"Benchmark wall time {wall['total'] / 60:.1f} min.",
+        f"Time: the {sum(len(v) for v in results.values())} training runs took {wall['runs'] / 60:.0f} min "
+        f"(training with validation), the two pipeline runs {wall['pipelines'] / 60:.0f} min; the last invocation "
+        f"of this script {wall['total'] / 60:.1f} min (cached steps are skipped).",
         "",
         f"Budget: train_mode sequence, BCE with one sampled negative, MAX_ITEM_LIST_LENGTH 50, "
         f"train_batch_size {args.batch_size}, lr 1e-3, at most {args.epochs} epochs, early stopping "
@@ -220,7 +260,14 @@ def write_report(args, results, info, pipeline_meta, wall, commands):
                 n = group_value(runs[0], group, "n")
                 lines.append(f"| {label} ({len(runs)} seeds, n={n}) | " + " | ".join(cells) + f" | {p} |")
             lines.append("")
-        lines += ["**cost**", "", "| model | epoch time (s) | ratio | epochs run | peak memory (MB) |", "|---|---|---|---|---|"]
+        cost = costs.get(backbone)
+        if cost:
+            lines += [f"**cost, measured in one process** (training epochs of {backbone} and LLMSeR{backbone} "
+                      f"interleaved, median of 3 each): {cost['backbone']:.2f} s vs {cost['llmser']:.2f} s per "
+                      f"epoch, ratio **{cost['llmser'] / cost['backbone']:.2f}**.", ""]
+        lines += ["**cost of the runs above** (each run at its own time: the machine's load changed between "
+                  "runs, so these epoch times are not comparable across rows; use the ratio above)", "",
+                  "| model | epoch time (s) | ratio | epochs run | peak memory (MB) |", "|---|---|---|---|---|"]
         base_t = [r["epoch_time"] for r in results.get((backbone, "backbone"), [])]
         for variant in VARIANTS:
             runs = results.get((backbone, variant), [])
@@ -239,7 +286,9 @@ def write_report(args, results, info, pipeline_meta, wall, commands):
                   f"of {meta['users']}, mean omega {meta['arv'].get('mean_omega')}, ARV pick = masked item for "
                   f"{meta['arv'].get('masked_item_hit_rate')} of the users.", "",
                   "| stage | seconds | LLM calls | cache hits | details |", "|---|---|---|---|---|"]
-        for stage, entry in meta.get("summary", {}).items():
+        summary = meta.get("summary", {})
+        for stage in [st for st in ("data", "ccg", "snf", "rcs", "arv", "write", "total") if st in summary]:
+            entry = summary[stage]
             details = ", ".join(f"{k}={v}" for k, v in entry.items()
                                 if k not in ("seconds", "llm_requests", "llm_calls", "llm_cache_hits", "file"))
             lines.append(f"| {stage} | {entry.get('seconds', 0):.1f} | {entry.get('llm_calls', '-')} | "
@@ -259,11 +308,14 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--cost-worker":
+        cost_worker(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", nargs="+", default=["SASRec", "GRU4Rec"])
+    parser.add_argument("--backbones", nargs="+", default=["SASRec", "GRU4Rec", "BERT4Rec"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--stopping_step", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--ccg_epochs", type=int, default=20)
@@ -293,11 +345,21 @@ def main():
                     r = run_one(backbone, variant, seed, args, edges, info["Q"] - 1)
                 if r is not None:
                     results.setdefault((backbone, variant), []).append(r)
+    costs = {}
+    for backbone in args.backbones:
+        out = WORK / "runs" / f"cost-{backbone}.json"
+        if args.report_only:
+            costs[backbone] = json.loads(out.read_text()) if out.is_file() else None
+        else:
+            costs[backbone] = measure_cost(backbone, args, info["Q"] - 1)
     pipeline_meta = {}
     for variant in ("none", "smol"):
         side = WORK / (VARIANTS[variant] + ".json")
         pipeline_meta[variant] = json.loads(side.read_text()) if side.is_file() else None
-    wall = {"total": time.time() - start, "load_start": f"{load_start:.1f}", "load_end": f"{os.getloadavg()[0]:.1f}"}
+    wall = {"total": time.time() - start,
+            "runs": sum(r["train_time"] for runs in results.values() for r in runs),
+            "pipelines": sum(((m or {}).get("summary") or {}).get("total", {}).get("seconds", 0)
+                             for m in pipeline_meta.values()), "load_start": f"{load_start:.1f}", "load_end": f"{os.getloadavg()[0]:.1f}"}
     commands = [
         "OMP_NUM_THREADS=1 python -m recbole_sada.llmser --dataset=ml-100k --backbone=SASRec --llm none --ccg_epochs="
         f"{args.ccg_epochs} --rcs_epochs={args.ccg_epochs} --n_pseudo={args.n_pseudo} --llm_item_noun=movie "
@@ -308,7 +370,7 @@ def main():
         "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute()
                               else sys.argv[0]] + sys.argv[1:]),
     ]
-    write_report(args, results, info, pipeline_meta, wall, commands)
+    write_report(args, results, info, pipeline_meta, wall, commands, costs)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ S_u^mask), ``use_reason: False`` (ARV pick = RCS top-1, no LLM).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections import Counter, OrderedDict
@@ -80,7 +79,6 @@ from recbole_sada.semantic import content_digest, get_cache, get_chat_llm, get_e
 from recbole_sada.semantic.parse import OK
 from recbole_sada.utils import get_model
 
-logger = logging.getLogger(__name__)
 
 LLM_CHOICES = ("transformers", "openai", "none")
 STAGES = ("data", "ccg", "snf", "rcs", "arv", "write")
@@ -641,6 +639,7 @@ class LLMSeRPipeline:
                     ids, how, first = ask_llm(self.chat_llm, messages, list(zip(pool, texts)), m,
                                                 prompts.snf_max_new_tokens(m))
                     record["first_status"] = first
+                    record["llm_ranks"] = [pool.index(i) + 1 for i in ids]  # where the LLM's picks sit in R_u
                     chosen = list(ids)
                     if len(chosen) < min(m, len(pool)):
                         rest = [i for i in rank_by_similarity(emb, shown, pool) if i not in chosen]
@@ -659,8 +658,10 @@ class LLMSeRPipeline:
         pseudo = [[token_to_id[t] for t in store.records[d.token_of_user[r]]["pseudo"]] for r in range(len(d.uids))]
         counts = Counter(rec["how"] for rec in store.records.values())
         firsts = Counter(rec["first_status"] for rec in store.records.values() if "first_status" in rec)
+        ranks = [r for rec in store.records.values() for r in rec.get("llm_ranks", [])]
+        extra = {"llm_pick_mean_rank": round(float(np.mean(ranks)), 2)} if ranks else {}
         self._record_stage("snf", start, before, users=len(d.uids), resumed=store.resumed, outcomes=dict(counts),
-                           first_answer=dict(firsts), llm_users=len(sampled) if s.use_snf else 0)
+                           first_answer=dict(firsts), llm_users=len(sampled) if s.use_snf else 0, **extra)
         return pseudo
 
     def stage_arv(self, keys, pseudo, emb, sampled):
@@ -725,6 +726,7 @@ class LLMSeRPipeline:
                     record["first_status"] = first
                     if ids:
                         pick = ids[0]
+                        record["llm_rank"] = pool.index(pick) + 1  # 1 = the LLM agrees with the RCS top-1
                     how = "llm_" + (outcome if ids else "fallback")
                 omega = 1.0 if pick == masked else float(np.clip(emb[pick] @ emb[masked], 0.0, 1.0))
                 record.update(how=how, pick=str(d.item_token[pick]), hit=pick == masked, omega=round(omega, 6))
@@ -737,6 +739,9 @@ class LLMSeRPipeline:
         hits = [bool(rec.get("hit")) for rec in store.records.values()]
         info = {"mean_omega": round(float(np.mean(omega)), 4) if omega else None,
                 "masked_item_hit_rate": round(float(np.mean(hits)), 4) if hits else None}
+        llm_ranks = [rec["llm_rank"] for rec in store.records.values() if "llm_rank" in rec]
+        if llm_ranks:
+            info["llm_pick_is_top1"] = round(float(np.mean(np.asarray(llm_ranks) == 1)), 4)
         self._record_stage("arv", start, before, users=n, resumed=store.resumed, outcomes=dict(counts),
                            first_answer=dict(firsts), **info)
         return omega, info
