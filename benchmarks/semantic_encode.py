@@ -1,30 +1,38 @@
 """Semantic preprocessing benchmark -> results/semantic.md.
 
     python benchmarks/semantic_encode.py [--s3rec-dir ../shared/datasets/s3rec] [--data-path DIR]
-        [--out results/semantic.md] [--repeats 3] [--beauty-repeats 1] [--limit N] [--no-users]
+        [--out results/semantic.md] [--sections 1,2,3,4,5] [--repeats 5] [--beauty-repeats 2]
+        [--limit N]
 
-1. Encoding throughput (items/s) of the plugin's cached encoder path on the ml-100k item texts and
-   the 12,101 Beauty item texts, against ``SentenceTransformer.encode`` called directly on the same
-   texts with the same loaded model (fresh cache for every timed plugin run; runs alternate).
+Sections (``--sections`` runs a subset and replaces only those sections in ``--out``; each section
+records the command and machine load of its own run):
+
+1. Encoding throughput of the plugin's cached encoder path on the ml-100k item texts and the
+   12,101 Beauty item texts, against ``SentenceTransformer.encode`` called directly on the same
+   texts with the same loaded model (fresh cache for every plugin run; runs alternate).  Both wall
+   time and process CPU time are reported: on shared cores the CPU time is the fairer comparison.
 2. A second pass through the same cache: model calls (must be 0) and time.
-3. The whole preprocessing (``build_semantic_features``) of both datasets, run twice: items/s,
-   users/s, K-means time, model calls of the rerun.
-4. Sanity tables: the 5 nearest items (cosine of the written item embeddings) of 10 well-known
-   ml-100k movies and of the 10 most popular Beauty products; users clusters of both datasets
-   summarised by the most common categories / genres of their training items.
+3. The whole preprocessing (``build_semantic_features``, fresh cache) of both datasets, run twice:
+   items/s, users/s, K-means time, model calls of the rerun.  Writes the feature files.
+4. The 5 nearest items (cosine of the written item embeddings) of 10 well-known ml-100k movies
+   and of the 10 most popular Beauty products.
+5. User clusters of both datasets summarised by the categories / genres of their training items.
 
 Beauty comes from the S3-Rec files (``Beauty.txt`` + ``Beauty.item``), converted with
 ``dataset_scripts/s3rec_to_atomic.py`` into ``<data-path>/beauty`` when absent; without them the
 Beauty parts are skipped with a message.  ``--limit`` caps the texts of section 1 (smoke runs).
 """
 import argparse
+import logging
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +45,7 @@ WELL_KNOWN_MOVIES = [
     "Pulp Fiction (1994)", "Silence of the Lambs, The (1991)", "Titanic (1997)",
     "Jurassic Park (1993)", "Schindler's List (1993)", "Aliens (1986)",
 ]
+TITLE = "# Semantic preprocessing: encoding throughput, caching, sanity checks"
 
 
 def cpu_name():
@@ -84,69 +93,141 @@ def prepare_beauty(s3rec_dir, data_path):
     return folder
 
 
-def dataset_item_texts(config):
-    """Item tokens and texts of the dataset, as the preprocessing renders them."""
-    from recbole_sada.preprocess.features import load_train_split
-    from recbole_sada.preprocess.text import item_texts, read_item_table
-    from recbole_sada.semantic.features import data_files, semantic_settings
+class Data:
+    """Config, item texts, .item table and built dataset of one benchmark dataset."""
 
-    settings = semantic_settings(config)
-    table = read_item_table(data_files(config)["item"], config["ITEM_ID_FIELD"], settings["item_text_fields"])
-    fields = settings["item_text_fields"] or list(table.columns)
-    text_of = item_texts(table, fields, settings["item_text_template"])
-    dataset, train = load_train_split(config)
-    tokens = [str(t) for t in dataset.field2id_token[config["ITEM_ID_FIELD"]][1:]]
-    return tokens, [text_of.get(t, "") for t in tokens], table, (dataset, train)
+    def __init__(self, name, data_path, cache_dir):
+        from recbole_sada.preprocess.features import ensure_user_copy, load_train_split
+        from recbole_sada.preprocess.text import item_texts, read_item_table
+        from recbole_sada.semantic.features import data_files, feature_paths, semantic_settings
+
+        self.name = name
+        self.config = make_config(name, data_path, cache_dir)
+        if ensure_user_copy(self.config):
+            self.config = make_config(name, data_path, cache_dir)
+        settings = semantic_settings(self.config)
+        self.table = read_item_table(data_files(self.config)["item"], self.config["ITEM_ID_FIELD"],
+                                     settings["item_text_fields"])
+        fields = settings["item_text_fields"] or list(self.table.columns)
+        text_of = item_texts(self.table, fields, settings["item_text_template"])
+        self.prepared = load_train_split(self.config)
+        dataset = self.prepared[0]
+        self.tokens = [str(t) for t in dataset.field2id_token[self.config["ITEM_ID_FIELD"]][1:]]
+        self.texts = [text_of.get(t, "") for t in self.tokens]
+        self.paths = feature_paths(self.config)
+        self._histories = None
+
+    @property
+    def histories(self):
+        from recbole_sada.preprocess.features import training_histories
+
+        if self._histories is None:
+            self._histories = training_histories(self.prepared[1])
+        return self._histories
 
 
-# ------------------------------------------------------------------------------ 1. throughput
+# ------------------------------------------------------------------------------ 1-2. throughput
 def throughput(name, texts, model, repeats, tmp_root):
-    """Alternate direct sentence-transformers and the plugin's cached path; return a row dict."""
+    """Alternate direct sentence-transformers and the plugin's cached path; return a dict."""
     from recbole_sada.preprocess.features import encode_texts
     from recbole_sada.semantic import SemanticCache, SentenceTransformerEncoder
 
     texts = list(dict.fromkeys(t for t in texts if t))  # distinct: the plugin dedups anyway
-    direct, plugin, last_encoder = [], [], None
+    runs = {"direct": [], "plugin": []}
+    encoder = reference = ours = None
     for r in range(repeats):
-        t0 = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         reference = model.encode(texts, batch_size=128, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
-        direct.append(time.perf_counter() - t0)
+        runs["direct"].append((time.perf_counter() - wall, time.process_time() - cpu))
         encoder = SentenceTransformerEncoder(None, SemanticCache(Path(tmp_root) / f"{name}-{r}"),
                                              batch_size=128)
         encoder._model = model  # share the loaded model: time encoding, not loading
-        t0 = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         ours = encode_texts(encoder, texts, show_progress=False)
-        plugin.append(time.perf_counter() - t0)
-        last_encoder = encoder
-    max_diff = float(np.abs(ours - reference).max())
-    calls_first = last_encoder.stats.model_calls
-    t0 = time.perf_counter()
-    encode_texts(last_encoder, texts, show_progress=False)
-    second = time.perf_counter() - t0
-    n = len(texts)
+        runs["plugin"].append((time.perf_counter() - wall, time.process_time() - cpu))
+    calls_first = encoder.stats.model_calls
+    wall = time.perf_counter()
+    encode_texts(encoder, texts, show_progress=False)
     return {
-        "name": name, "n": n, "direct": n / np.median(direct), "plugin": n / np.median(plugin),
-        "direct_runs": direct, "plugin_runs": plugin, "max_diff": max_diff,
-        "calls_first": calls_first, "calls_second": last_encoder.stats.model_calls - calls_first,
-        "second_s": second,
+        "n": len(texts), "runs": runs, "max_diff": float(np.abs(ours - reference).max()),
+        "calls_first": calls_first, "calls_second": encoder.stats.model_calls - calls_first,
+        "second_s": time.perf_counter() - wall,
     }
 
 
+def section_throughput(data, model, args, tmp_root):
+    rows, checks = [], []
+    for d in data.values():
+        repeats = args.repeats if d.name == "ml-100k" else args.beauty_repeats
+        texts = d.texts[: args.limit] if args.limit else d.texts
+        print(f"[{d.name}] timing {len(texts)} item texts x {repeats}", file=sys.stderr)
+        r = throughput(d.name, texts, model, repeats, tmp_root)
+        wall = {k: np.median([w for w, _ in v]) for k, v in r["runs"].items()}
+        cpu = {k: np.median([c for _, c in v]) for k, v in r["runs"].items()}
+        runs = {k: " / ".join(f"{w:.0f} ({c:.0f})" for w, c in v) for k, v in r["runs"].items()}
+        rows.append((d.name, r["n"], f"{r['n'] / wall['direct']:.0f}", f"{r['n'] / wall['plugin']:.0f}",
+                     f"{100 * (wall['direct'] / wall['plugin'] - 1):+.1f}%",
+                     f"{r['n'] / cpu['direct']:.0f}", f"{r['n'] / cpu['plugin']:.0f}",
+                     f"{100 * (cpu['direct'] / cpu['plugin'] - 1):+.1f}%",
+                     runs["direct"], runs["plugin"], f"{r['max_diff']:.1e}"))
+        checks.append((d.name, r["n"], r["calls_first"], r["calls_second"], f"{r['second_s']:.2f}"))
+    one = [
+        "Plugin = `recbole_sada.preprocess.features.encode_texts` (cache lookup, dedup, texts sorted "
+        "by length, batches of 128, every batch written to the SQLite cache), fresh cache each run. "
+        "Direct = `SentenceTransformer.encode(texts, batch_size=128, normalize_embeddings=True)` on "
+        "the same loaded model (it also sorts by length). Runs alternate (direct, plugin, direct, "
+        "...); the rates are those of the median run, by wall time and by process CPU time "
+        "(all threads). Plugin vs direct: + = the plugin is faster. Distinct non-empty texts only. "
+        "Max diff = largest absolute difference between the two embeddings.",
+        "",
+        md_table(["dataset", "texts", "direct items/s (wall)", "plugin items/s (wall)",
+                  "plugin vs direct (wall)", "direct items/CPU-s", "plugin items/CPU-s",
+                  "plugin vs direct (CPU)", "direct runs: wall (CPU) s", "plugin runs: wall (CPU) s",
+                  "max diff"], rows),
+    ]
+    two = [
+        "The last plugin run's cache, read again: every text is a cache hit.",
+        "",
+        md_table(["dataset", "texts", "model calls, first pass", "model calls, second pass",
+                  "second pass (s)"], checks),
+    ]
+    return {1: ("Item encoding throughput", one), 2: ("Second pass through the same cache", two)}
+
+
 # ------------------------------------------------------------------------------ 3. preprocessing
-def preprocess_twice(config, prepared):
+def section_preprocess(data, tmp_root):
     from recbole_sada.preprocess.features import build_semantic_features
     from recbole_sada.semantic import get_encoder
 
-    encoder = get_encoder(config)
-    first = build_semantic_features(config, log=True, show_progress=True, encoder=encoder,
-                                    prepared=prepared)
-    second = build_semantic_features(config, log=True, show_progress=False, encoder=encoder,
-                                     prepared=prepared)
-    return first, second
+    rows = []
+    for d in data.values():
+        print(f"[{d.name}] preprocessing (items, users, K-means) twice", file=sys.stderr)
+        config = make_config(d.name, Path(d.config["data_path"]).parent, tmp_root / f"cache-{d.name}")
+        encoder = get_encoder(config)
+        encoder.dim  # load the model before timing
+        for label in ("first", "second"):
+            s = build_semantic_features(config, log=True, show_progress=label == "first",
+                                        encoder=encoder, prepared=d.prepared)
+            rows.append((d.name, label, s["counts"]["items"], s["timing"]["items_per_s"],
+                         s["counts"]["users"], s["timing"]["users_per_s"],
+                         s["timing"]["cluster_seconds"], s["encoder_stats"]["model_calls"],
+                         f"{s['encoder_stats']['cache_hits']}/{s['encoder_stats']['texts']}",
+                         s["timing"]["total_seconds"]))
+    text = [
+        "Fresh cache: the first run encodes everything (model loaded beforehand), the second "
+        "reads the cache. Items/s and users/s include cache lookups and writes; total includes "
+        "reading the files, K-means and writing the feature files (not building the RecBole "
+        "dataset, done once before). User texts are long (up to the 254-token window of MiniLM), "
+        "hence far slower than item texts.",
+        "",
+        md_table(["dataset", "run", "items", "items/s", "users", "users/s", "K-means (s)",
+                  "model calls", "cache hits/texts", "total (s)"], rows),
+    ]
+    return {3: ("Whole preprocessing (`build_semantic_features`), run twice", text)}
 
 
-# ------------------------------------------------------------------------------ 4. sanity
+# ------------------------------------------------------------------------------ 4-5. sanity
 def neighbours(item_path, queries, labels, k=5):
     from recbole_sada.semantic.features import read_embedding_file
 
@@ -165,16 +246,44 @@ def neighbours(item_path, queries, labels, k=5):
     return rows
 
 
-def categories_of(table, field, how):
-    """``{item token: [category labels]}`` from a .item column."""
-    out = {}
-    for token, value in zip(table.tokens, table.columns[field]):
-        if how == "quoted":
-            parts = [a or b for a, b in re.findall(r"'([^']*)'|\"([^\"]*)\"", value)]
-            parts = [p for p in parts if p != "Beauty"]
-            out[token] = parts[-1:] if parts else []  # the most specific category
+def missing_note(d):
+    return [f"{d.paths['item']} missing: run section 3 or `python -m recbole_sada.preprocess "
+            f"--dataset={d.name}` first."]
+
+
+def section_neighbours(data):
+    text = []
+    d = data["ml-100k"]
+    if d.paths["item"].is_file():
+        titles = {t: f"{v} ({y})" for t, v, y in zip(
+            d.table.tokens, d.table.columns["movie_title"], d.table.columns["release_year"])}
+        by_title = {v: t for t, v in titles.items()}
+        queries = [by_title[m] for m in WELL_KNOWN_MOVIES if m in by_title]
+        text += ["### ml-100k: 10 well-known movies", "",
+                 md_table(["movie", "5 nearest (cosine)"], neighbours(d.paths["item"], queries, titles)), ""]
+    else:
+        text += missing_note(d)
+    if "beauty" in data:
+        d = data["beauty"]
+        if d.paths["item"].is_file():
+            popularity = Counter(i for items in d.histories.values() for i in items)
+            queries = [t for t, _ in popularity.most_common(10)]
+            labels = dict(zip(d.table.tokens, d.table.columns["title"]))
+            text += ["### Beauty: the 10 most popular products (training interactions)", "",
+                     md_table(["product", "5 nearest (cosine)"], neighbours(d.paths["item"], queries, labels))]
         else:
-            out[token] = value.split()
+            text += missing_note(d)
+    return {4: ("Nearest items by semantic embedding (cosine)", text)}
+
+
+def beauty_leaf_categories(table):
+    """``{item token: [most specific category]}`` of the S3-Rec Beauty.item categories."""
+    from recbole_sada.preprocess.text import split_quoted_list
+
+    out = {}
+    for token, value in zip(table.tokens, table.columns["categories"]):
+        parts = [p for p in split_quoted_list(value) if p and p != "Beauty"] if value.strip() else []
+        out[token] = parts[-1:]
     return out
 
 
@@ -192,13 +301,51 @@ def cluster_summary(user_path, histories, cats, top=3):
         counter = Counter(c for u in by_cluster[cluster] for i in histories.get(u, [])
                           for c in cats.get(i, []))
         n = sum(counter.values()) or 1
-        tops = ", ".join(f"{c} {100 * v / n:.0f}% (all users {100 * overall[c] / total:.0f}%)"
+        tops = ", ".join(f"{c} {100 * v / n:.0f}% ({100 * overall[c] / total:.0f}%)"
                          for c, v in counter.most_common(top))
         rows.append((cluster, len(by_cluster[cluster]), tops))
     return rows
 
 
-# ------------------------------------------------------------------------------ main
+def section_clusters(data):
+    text = ["Share of each category among the training interactions of the cluster's users; in "
+            "brackets, its share among all users' training interactions.", ""]
+    if "beauty" in data:
+        d = data["beauty"]
+        if d.paths["user"].is_file():
+            text += ["### Beauty (most specific category of each item)", "",
+                     md_table(["cluster", "users", "top categories: cluster share (overall share)"],
+                              cluster_summary(d.paths["user"], d.histories, beauty_leaf_categories(d.table))),
+                     ""]
+        else:
+            text += missing_note(d)
+    d = data["ml-100k"]
+    if d.paths["user"].is_file():
+        genres = {t: v.split() for t, v in zip(d.table.tokens, d.table.columns["class"])}
+        text += ["### ml-100k (genres)", "",
+                 md_table(["cluster", "users", "top genres: cluster share (overall share)"],
+                          cluster_summary(d.paths["user"], d.histories, genres))]
+    else:
+        text += missing_note(d)
+    return {5: ("User clusters (K-means, 10 clusters, on user embeddings of training items)", text)}
+
+
+# ------------------------------------------------------------------------------ output
+def read_sections(path):
+    """``{number: markdown}`` of the ``## N. ...`` sections of an earlier results file."""
+    sections, current = {}, None
+    if not Path(path).is_file():
+        return sections
+    for line in Path(path).read_text().splitlines():
+        match = re.match(r"^## (\d+)\. ", line)
+        if match:
+            current = int(match.group(1))
+            sections[current] = []
+        if current is not None:
+            sections[current].append(line)
+    return {k: "\n".join(v).rstrip() for k, v in sections.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--s3rec-dir", default=os.environ.get(
@@ -206,157 +353,66 @@ def main(argv=None):
     parser.add_argument("--data-path", default=str(ROOT / "dataset"),
                         help="data folder (ml-100k is copied there, Beauty converted there)")
     parser.add_argument("--out", default=str(ROOT / "results" / "semantic.md"))
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs on ml-100k (median)")
-    parser.add_argument("--beauty-repeats", type=int, default=1, help="timed runs on Beauty")
+    parser.add_argument("--sections", default="1,2,3,4,5", help="sections to run, e.g. 1,2")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs on ml-100k (median)")
+    parser.add_argument("--beauty-repeats", type=int, default=2, help="timed runs on Beauty")
     parser.add_argument("--limit", type=int, default=None, help="at most N texts in section 1")
-    parser.add_argument("--no-users", action="store_true",
-                        help="skip section 3 and the cluster tables (user encoding is the slow part)")
     args = parser.parse_args(argv)
-
-    import logging
+    wanted = {int(s) for s in args.sections.split(",") if s.strip()}
 
     import sentence_transformers
     import torch
+
+    from recbole_sada.semantic import packaged_encoder_path
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("recbole_sada").addHandler(handler)
     logging.getLogger("recbole_sada").setLevel(logging.INFO)
 
-    from recbole_sada.semantic import packaged_encoder_path
-
-    command = "python benchmarks/semantic_encode.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/semantic_encode.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
     tmp_root = Path(tempfile.mkdtemp(prefix="sada-bench-"))
-    load_before = os.getloadavg()
-    model = sentence_transformers.SentenceTransformer(str(packaged_encoder_path()), device="cpu")
-    model.encode(["warm up"], show_progress_bar=False)
+    load_start, started = os.getloadavg()[0], datetime.now()
+    try:
+        model = sentence_transformers.SentenceTransformer(str(packaged_encoder_path()), device="cpu")
+        model.encode(["warm up"], show_progress_bar=False)
+        data = {"ml-100k": Data("ml-100k", args.data_path, tmp_root / "unused")}
+        if prepare_beauty(args.s3rec_dir, args.data_path) is not None:
+            data["beauty"] = Data("beauty", args.data_path, tmp_root / "unused")
+        new = {}
+        if wanted & {1, 2}:
+            new.update({k: v for k, v in section_throughput(data, model, args, tmp_root).items()
+                        if k in wanted})
+        if 3 in wanted:
+            new.update(section_preprocess(data, tmp_root))
+        if 4 in wanted:
+            new.update(section_neighbours(data))
+        if 5 in wanted:
+            new.update(section_clusters(data))
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
 
-    datasets = {"ml-100k": None}
-    if prepare_beauty(args.s3rec_dir, args.data_path) is not None:
-        datasets["beauty"] = None
-    out = [
-        "# Semantic preprocessing: encoding throughput, caching, sanity checks",
-        "",
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPU cores (shared with other jobs), "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-        f"sentence-transformers {sentence_transformers.__version__}, Python {platform.python_version()}. "
-        f"Encoder: the packaged all-MiniLM-L6-v2 (384-d) on CPU, batch 128. "
-        f"Load average at start: {load_before[0]:.1f}.",
-        "",
-        f"Command: `{command.strip()}`",
-        "",
+    run_line = (f"_Run {started:%Y-%m-%d %H:%M}: `{command.strip()}`; load average "
+                f"{load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end._")
+    sections = read_sections(args.out)
+    for number, (title, lines) in new.items():
+        sections[number] = "\n".join([f"## {number}. {title}", "", run_line, ""] + lines).rstrip()
+    header = [
+        TITLE, "",
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPU cores shared with other jobs (load average "
+        f"2-9 during these runs, so wall times are noisy), torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, sentence-transformers {sentence_transformers.__version__}, "
+        f"Python {platform.python_version()}. Encoder: the packaged all-MiniLM-L6-v2 (384-d) on "
+        "CPU, batch 128. Data: RecBole's ml-100k and the S3-Rec Beauty split "
+        "(`dataset_scripts/s3rec_to_atomic.py`). Regenerate with "
+        "`python benchmarks/semantic_encode.py --data-path DIR` (see `--help`); each section "
+        "names the command of its own run.", "",
     ]
-
-    # 1-2. throughput and cache
-    rows, checks = [], []
-    for name in list(datasets):
-        cache_dir = tmp_root / f"cache-{name}"
-        config = make_config(name, args.data_path, cache_dir)
-        if name == "ml-100k":
-            from recbole_sada.preprocess.features import ensure_user_copy
-
-            if ensure_user_copy(config):
-                config = make_config(name, args.data_path, cache_dir)
-        tokens, texts, table, prepared = dataset_item_texts(config)
-        datasets[name] = (config, tokens, texts, table, prepared)
-        sample = texts[: args.limit] if args.limit else texts
-        repeats = args.repeats if name == "ml-100k" else args.beauty_repeats
-        print(f"[{name}] timing {len(sample)} item texts x {repeats}", file=sys.stderr)
-        r = throughput(name, sample, model, repeats, tmp_root)
-        rows.append((name, r["n"], f"{r['direct']:.0f}", f"{r['plugin']:.0f}",
-                     f"{100 * (r['plugin'] / r['direct'] - 1):+.1f}%",
-                     " / ".join(f"{x:.1f}" for x in r["direct_runs"]),
-                     " / ".join(f"{x:.1f}" for x in r["plugin_runs"]), f"{r['max_diff']:.1e}"))
-        checks.append((name, r["calls_first"], r["calls_second"], f"{r['second_s']:.2f}"))
-    out += [
-        "## 1. Item encoding throughput",
-        "",
-        "Plugin = `recbole_sada.preprocess.features.encode_texts` (cache lookup, dedup, texts sorted "
-        "by length, batches of 128, every batch written to the SQLite cache), fresh cache each run. "
-        "Direct = `SentenceTransformer.encode(texts, batch_size=128, normalize_embeddings=True)` on "
-        "the same loaded model. Runs alternate (direct, plugin, direct, ...); items/s of the median run. "
-        "Max diff = largest absolute difference between the two embeddings.",
-        "",
-        md_table(["dataset", "texts", "direct items/s", "plugin items/s", "plugin vs direct",
-                  "direct runs (s)", "plugin runs (s)", "max diff"], rows),
-        "",
-        "## 2. Second pass through the same cache",
-        "",
-        md_table(["dataset", "model calls, first pass", "model calls, second pass", "second pass (s)"], checks),
-        "",
-    ]
-
-    # 3. whole preprocessing
-    results = {}
-    if not args.no_users:
-        rows = []
-        for name, (config, *_rest, prepared) in datasets.items():
-            print(f"[{name}] preprocessing (items, users, K-means) twice", file=sys.stderr)
-            first, second = preprocess_twice(config, prepared)
-            results[name] = first
-            for label, s in (("first", first), ("second", second)):
-                rows.append((name, label, s["counts"]["items"], s["timing"]["items_per_s"],
-                             s["counts"]["users"], s["timing"]["users_per_s"],
-                             s["timing"]["cluster_seconds"], s["encoder_stats"]["model_calls"],
-                             f"{s['encoder_stats']['cache_hits']}/{s['encoder_stats']['texts']}",
-                             s["timing"]["total_seconds"]))
-        out += [
-            "## 3. Whole preprocessing (`build_semantic_features`), run twice",
-            "",
-            "Fresh cache: the first run encodes everything (model loaded beforehand), the second "
-            "reads the cache. Items/s and users/s include cache lookups and writes. User texts are "
-            "long (up to the 254-token window of MiniLM), hence far slower than item texts.",
-            "",
-            md_table(["dataset", "run", "items", "items/s", "users", "users/s", "K-means (s)",
-                      "model calls", "cache hits/texts", "total (s)"], rows),
-            "",
-        ]
-
-    # 4. sanity tables
-    from recbole_sada.semantic.features import feature_paths
-
-    config, tokens, texts, table, prepared = datasets["ml-100k"]
-    paths = feature_paths(config)
-    if paths["item"].is_file():
-        title_field = "movie_title"
-        titles = {t: f"{v} ({y})" for t, v, y in zip(
-            table.tokens, table.columns[title_field], table.columns["release_year"])}
-        by_title = {v: t for t, v in titles.items()}
-        queries = [by_title[m] for m in WELL_KNOWN_MOVIES if m in by_title]
-        out += ["## 4. Nearest items by semantic embedding (cosine)", "",
-                "### ml-100k: 10 well-known movies", "",
-                md_table(["movie", "5 nearest (cosine)"], neighbours(paths["item"], queries, titles)), ""]
-    if "beauty" in datasets:
-        config_b, tokens_b, texts_b, table_b, (dataset_b, train_b) = datasets["beauty"]
-        paths_b = feature_paths(config_b)
-        if paths_b["item"].is_file():
-            from recbole_sada.preprocess.features import training_histories
-
-            histories_b = training_histories(train_b)
-            popularity = Counter(i for items in histories_b.values() for i in items)
-            queries = [t for t, _ in popularity.most_common(10)]
-            labels = dict(zip(table_b.tokens, table_b.columns["title"]))
-            out += ["### Beauty: the 10 most popular products (training interactions)", "",
-                    md_table(["product", "5 nearest (cosine)"], neighbours(paths_b["item"], queries, labels)), ""]
-    if not args.no_users:
-        from recbole_sada.preprocess.features import training_histories
-
-        out += ["## 5. User clusters (K-means on user embeddings of training items)", "",
-                "Share of each category among the training interactions of the cluster's users "
-                "(in brackets: among all users' training interactions).", ""]
-        if "beauty" in datasets:
-            cats = categories_of(table_b, "categories", "quoted")
-            out += ["### Beauty (most specific category of each item)", "",
-                    md_table(["cluster", "users", "top categories"],
-                             cluster_summary(paths_b["user"], histories_b, cats)), ""]
-        genres = categories_of(table, "class", "tokens")
-        out += ["### ml-100k (genres)", "",
-                md_table(["cluster", "users", "top genres"],
-                         cluster_summary(paths["user"], training_histories(prepared[1]), genres)), ""]
-    out.append(f"Load average at the end: {os.getloadavg()[0]:.1f}.")
+    body = "\n\n".join(sections[k] for k in sorted(sections))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(out) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    Path(args.out).write_text("\n".join(header) + "\n" + body + "\n")
+    print(f"wrote {args.out} (sections {', '.join(map(str, sorted(new)))})", file=sys.stderr)
 
 
 if __name__ == "__main__":

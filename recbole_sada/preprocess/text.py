@@ -27,9 +27,10 @@ from recbole_sada.errors import SADAInputError
 
 USER_TEXT_SEPARATOR = "; "
 _TEXT_TYPES = ("token", "token_seq", "float", "float_seq")
-# 'Beauty', 'Makeup', "Men's" : the Python-literal lists of the S3-Rec Beauty.item categories
-_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
-_QUOTED_LIST = re.compile(r"^\s*(?:'[^']*'|\"[^\"]*\")(?:\s*,\s*(?:'[^']*'|\"[^\"]*\"))*\s*$")
+# 'Beauty', 'Makeup', 'Women's' : the quoted lists of the S3-Rec Beauty.item categories (not
+# Python literals: an apostrophe inside a name is not escaped), split at quote-comma-quote
+_QUOTED_LIST = re.compile(r"""^\s*['"].*['"]\s*$""", re.S)
+_QUOTED_SEPARATOR = re.compile(r"""['"]\s*,\s*['"]""")
 _SPACES = re.compile(r"\s+")
 
 
@@ -112,8 +113,8 @@ def clean_value(value: str, kind: str, seq_separator: str = " ") -> str:
 
     * HTML entities are decoded and whitespace runs become one space.
     * ``token``: ``''`` (the converters' encoding of ``"``) becomes ``"``.
-    * ``token_seq``: a Python-literal list (``'Beauty', 'Nail Polish'``) becomes
-      ``Beauty, Nail Polish``; otherwise the tokens are joined by spaces with ``_`` read as a space
+    * ``token_seq``: a quoted list (``'Beauty', 'Nail Polish'``, as in the S3-Rec ``Beauty.item``)
+      becomes ``Beauty, Nail Polish``; otherwise the tokens are joined by spaces with ``_`` read as a space
       (the converters write ``Nail_Polish``).  Duplicates are dropped, first kept.
     * ``float``: integral values lose their ``.0`` (``1995.0`` -> ``1995``).
     """
@@ -122,7 +123,7 @@ def clean_value(value: str, kind: str, seq_separator: str = " ") -> str:
         return ""
     if kind == "token_seq":
         if _QUOTED_LIST.match(text):
-            parts = [a or b for a, b in _QUOTED.findall(text)]
+            parts = split_quoted_list(text)
             joiner = ", "
         else:
             parts = [p.replace("_", " ") for p in text.split(seq_separator or " ")]
@@ -138,6 +139,12 @@ def clean_value(value: str, kind: str, seq_separator: str = " ") -> str:
         except ValueError:
             pass
     return _SPACES.sub(" ", text).strip()
+
+
+def split_quoted_list(text: str) -> list:
+    """``'Beauty', 'Fragrance', 'Women's'`` -> ``["Beauty", "Fragrance", "Women's"]``."""
+    inner = text.strip()[1:-1]
+    return [p.strip() for p in _QUOTED_SEPARATOR.split(inner)]
 
 
 # ------------------------------------------------------------------------------ template
@@ -175,15 +182,20 @@ def compile_template(template: str | None, fields: Sequence[str]) -> Callable[[d
     def render(values: dict) -> str:
         if not any(values.get(f) for f in fields):
             return ""
-        out = []
+        out = []  # (text, is a field value)
         for pieces, optional in compiled:
             if optional and any(name is not None and not values.get(name) for _, name in pieces):
                 continue
             for literal, name in pieces:
-                out.append(literal)
+                out.append((literal, False))
                 if name is not None:
-                    out.append(values.get(name, ""))
-        return _SPACES.sub(" ", "".join(out)).strip()
+                    out.append((values.get(name, ""), True))
+        # blank leading fields must not leave their separators behind (". Categories: ...")
+        first = next((i for i, (text, is_value) in enumerate(out) if is_value and text), len(out))
+        head = "".join(text for text, _ in out[:first])
+        if any(is_value for _, is_value in out[:first]):
+            head = head.lstrip(".,;:- ")
+        return _SPACES.sub(" ", head + "".join(text for text, _ in out[first:])).strip()
 
     return render
 
