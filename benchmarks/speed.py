@@ -67,7 +67,10 @@ def main():
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--output", default="results/speed.md")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     common = {"loss_type": "CE", "train_batch_size": 256, "show_progress": False, "state": "WARNING", "epochs": 1}
     rows = []
     for label, model_name, mode in [
