@@ -19,6 +19,7 @@ import argparse
 import shlex
 import sys
 
+from recbole_sada.cli import parse_with_overrides
 from recbole_sada.errors import SADAInputError
 
 
@@ -47,12 +48,7 @@ def parse_args(argv):
         raise SADAInputError(message)
 
     parser.error = error
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
-    if bad:
-        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
-    files = args.config_files.strip().split() if args.config_files else None
-    return args, files, rest
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None):

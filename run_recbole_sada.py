@@ -10,6 +10,7 @@ Exit status: 0 on success, 2 with a one-line message on bad input.
 import argparse
 import sys
 
+from recbole_sada.cli import parse_with_overrides
 from recbole_sada.errors import SADAInputError
 
 
@@ -19,12 +20,7 @@ def parse_args(argv):
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     parser.add_argument("--result_json", default=None, help="also write the results to this json file")
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
-    if bad:
-        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
-    files = args.config_files.strip().split() if args.config_files else None
-    return args, files, rest
+    return parse_with_overrides(parser, argv)
 
 
 def format_table(result):

@@ -13,6 +13,7 @@ Exit status: 0 on success, 2 with a one-line message on bad input.
 import argparse
 import sys
 
+from recbole_sada.cli import parse_with_overrides
 from recbole_sada.errors import SADAInputError
 
 ABLATIONS = {
@@ -33,15 +34,10 @@ def parse_args(argv):
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     for flag, key in ABLATIONS.items():
         parser.add_argument(f"--{flag}", action="store_true", help=f"ablation: {key}=False")
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
-    if bad:
-        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
-    overrides = list(rest)
+    args, files, overrides = parse_with_overrides(parser, argv)
     if args.llm:
         overrides.append(f"--llmser_llm={args.llm}")
     overrides += [f"--{key}=False" for flag, key in ABLATIONS.items() if getattr(args, flag)]
-    files = args.config_files.strip().split() if args.config_files else None
     return args, files, overrides
 
 

@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from recbole_sada.cli import parse_with_overrides
 from recbole_sada.errors import SADAInputError
 
 
@@ -22,12 +23,7 @@ def parse_args(argv):
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     parser.add_argument("--model", "-m", default="SASRec",
                         help="model whose yaml layers (and data settings) apply; default SASRec")
-    args, rest = parser.parse_known_args(argv)
-    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
-    if bad:
-        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
-    files = args.config_files.strip().split() if args.config_files else None
-    return args, files, rest
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None):
