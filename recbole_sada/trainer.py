@@ -37,6 +37,10 @@ class SADATrainer(Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        # RecBole names checkpoints <model>-<time to the second>.pth: runs of one model started in
+        # the same second (parallel seeds, tuning trials) would overwrite each other's best model.
+        root, ext = os.path.splitext(self.saved_model_file)
+        self.saved_model_file = f"{root}-{os.getpid()}-{id(self):x}{ext}"
         two_stage = config["two_stage"] is not False
         self.stage1_epochs = int(config["stage1_epochs"] or 0) if two_stage else 0
         self.pretrained_path = config["pretrained_path"]

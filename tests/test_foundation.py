@@ -279,3 +279,11 @@ def test_general_models_reload_checkpoints_too(tmp_path):
     write_tiny_dataset(tmp_path, name="tinygen")
     result = run_recbole_sada("BPR", "tinygen", config_dict=cfg)
     assert "ndcg@10" in result["test_result"]
+
+
+def test_concurrent_trainers_get_distinct_checkpoint_files(small_cfg):
+    """Two runs of one model started in the same second must not share a checkpoint file."""
+    config, _, train, _, _ = _prepared(small_cfg)
+    a = SADATrainer(config, SASRec(config, train._dataset))
+    b = SADATrainer(config, SASRec(config, train._dataset))
+    assert a.saved_model_file != b.saved_model_file
