@@ -7,7 +7,8 @@ Template language (``item_text_template``): ``{field}`` is replaced by the clean
 field listed in ``item_text_fields``; a part written in square brackets is left out when a field
 inside it is empty, so ``"{movie_title}[ ({release_year})][. Genres: {class}]"`` renders
 ``Toy Story (1995). Genres: Animation Children's Comedy`` and, without a year,
-``Toy Story. Genres: ...``.  Brackets do not nest and cannot appear as literal text.  A null
+``Toy Story. Genres: ...``; separators left at the start by blank leading fields are dropped
+(``Genres: ...`` without a title).  Brackets do not nest and cannot appear as literal text.  A null
 template joins the non-empty field values with ``". "``.  An item whose fields are all empty gets
 the empty text (and later a zero vector), whatever literal text the template holds.
 """
@@ -98,6 +99,7 @@ def read_item_table(path, id_field: str, fields: Sequence[str] | None) -> ItemTa
                                    + [f"{f}:{types[f]}" for f in fields])),
         encoding="utf-8",
     )
+    frame = frame.fillna("")  # rows with missing trailing fields
     frame.columns = [c.partition(":")[0] for c in frame.columns]
     return ItemTable(
         path=path,
