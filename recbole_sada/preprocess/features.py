@@ -150,17 +150,18 @@ def _token_window(encoder):
     return count, int(limit) - 2  # [CLS] and [SEP]
 
 
-def encode_texts(encoder, texts, show_progress: bool):
+def encode_texts(encoder, texts, show_progress: bool, dim: int | None = None):
     """Encode ``texts`` (empty ones get zero rows) through the cached encoder.
 
     Distinct non-empty texts go to the encoder sorted by length, so each batch pads little.
+    ``dim`` sizes the result when every text is empty (else the encoder is asked).
 
     Returns:
         ``(n, d)`` float32 array.
     """
     unique = sorted({t for t in texts if t}, key=lambda t: (len(t), t))
     vectors = encoder.encode(unique, show_progress=show_progress) if unique else None
-    dim = vectors.shape[1] if vectors is not None else encoder.dim
+    dim = vectors.shape[1] if vectors is not None else (dim or encoder.dim or 0)
     row = {t: i for i, t in enumerate(unique)}
     out = np.zeros((len(texts), dim), dtype=np.float32)
     index = [(i, row[t]) for i, t in enumerate(texts) if t]
@@ -348,7 +349,7 @@ def build_semantic_features(config, log: bool = True, show_progress: bool | None
     say("encoding %d user texts (training items only, at most %d each)",
         len(user_texts) - users_empty, settings["user_text_max_items"])
     t0 = time.time()
-    user_matrix = encode_texts(encoder, user_texts, progress)
+    user_matrix = encode_texts(encoder, user_texts, progress, dim=item_matrix.shape[1])
     user_seconds = time.time() - t0
     encoder_dim = item_matrix.shape[1]
 
