@@ -60,11 +60,25 @@ def parse_overrides(rest):
     return out
 
 
-def worker(model, dataset, config_dict, out_path):
-    """Run one model once and dump its results as json (called in a subprocess)."""
+def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
+    """Run one model once and dump its results as json (called in a subprocess).
+
+    The valid curve (epoch, valid score, seconds since training began) is recorded at every
+    evaluation; ``keep_checkpoint`` is where the best checkpoint is copied (for ``--pretrain_from_first``).
+    """
+    import shutil
+
     from recbole_sada.quick_start import run_recbole_sada
 
-    result = run_recbole_sada(model, dataset, config_dict=config_dict)
+    curve, start = [], time.time()
+
+    def on_valid(epoch_idx, valid_score):
+        curve.append([int(epoch_idx), float(valid_score), time.time() - start])
+
+    result = run_recbole_sada(model, dataset, config_dict=config_dict, callback_fn=on_valid)
+    if keep_checkpoint:
+        Path(keep_checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result["model_file"], keep_checkpoint)
     keep = {
         "test_result": dict(result["test_result"]),
         "best_valid_result": dict(result["best_valid_result"] or {}),
@@ -73,6 +87,7 @@ def worker(model, dataset, config_dict, out_path):
         "train_time": result["train_time"],
         "peak_memory_mb": result["peak_memory_mb"],
         "test_groups": result.get("test_groups"),
+        "valid_curve": curve,
     }
     Path(out_path).write_text(json.dumps(keep, default=float))
 
@@ -85,17 +100,35 @@ def split_variant(spec):
     return model, extra
 
 
-def run_one(spec, dataset, seed, overrides, log_dir):
-    """Run (or reuse the cached result of) one model on one seed; cache key = the full config."""
+def run_key(spec, dataset, seed, overrides, pretrained_from=None):
     model, extra = split_variant(spec)
     cfg = {**overrides, **extra, "seed": seed, "show_progress": False}
-    key = hashlib.sha256(json.dumps([model, dataset, cfg], sort_keys=True).encode()).hexdigest()[:12]
+    ident = [model, dataset, cfg] + ([pretrained_from] if pretrained_from else [])
+    return model, cfg, hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def checkpoint_path(log_dir, model, dataset, seed, key):
+    return Path(log_dir) / "checkpoints" / f"{model}-{dataset}-{seed}-{key}.pth"
+
+
+def run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pretrained=None):
+    """Run (or reuse the cached result of) one model on one seed; cache key = the full config.
+
+    ``keep_checkpoint``: keep the best checkpoint next to the cached result.  ``pretrained``: the
+    (key, checkpoint) of a backbone run this run starts from (stage 2 only, ``stage1_epochs: 0``).
+    """
+    model, cfg, key = run_key(spec, dataset, seed, overrides, pretrained[0] if pretrained else None)
+    if pretrained:
+        cfg = {**cfg, "pretrained_path": str(pretrained[1]), "stage1_epochs": 0}
     cached = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
+    ckpt = checkpoint_path(log_dir, model, dataset, seed, key) if keep_checkpoint else None
+    if cached.is_file() and (ckpt is None or ckpt.is_file()):
+        data = json.loads(cached.read_text())
+        data["key"] = key
+        return data
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out]
+    cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out] + ([str(ckpt)] if ckpt else [])
     log = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.log"
     start = time.time()
     with open(log, "w") as fh:
@@ -107,6 +140,7 @@ def run_one(spec, dataset, seed, overrides, log_dir):
     os.unlink(out)
     data["wall"] = time.time() - start
     cached.write_text(json.dumps(data))
+    data["key"] = key
     return data
 
 
@@ -134,12 +168,78 @@ def machine():
         return platform.platform()
 
 
-def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1):
+LEVELS = [0.5, 0.75, 0.9, 1.0, 1.05]
+
+
+def time_to_quality(models, runs, pretrain_from_first=False):
+    """Markdown table: epochs and training seconds until the valid score first reaches each level
+    (a fraction of the first model's mean best valid score); rows that start from the first
+    model's checkpoint count its epochs and time too.  None when a run has no valid curve."""
+    if not all(r.get("valid_curve") for m in models for r in runs[m]):
+        return None
+    ref = np.mean([max(v for _, v, _ in r["valid_curve"]) for r in runs[models[0]]])
+    lines = [f"Epochs / training minutes until valid NDCG@10 first reaches a share of {models[0]}'s best "
+             f"({ref:.4f}); mean over the seeds that reach it (how many in brackets)"
+             + ("; rows after the first include the first model's epochs and time, since they start from its checkpoint" if pretrain_from_first else "")
+             + ":", "",
+             "| model | " + " | ".join(f"{int(100 * lv)}% ({lv * ref:.4f})" for lv in LEVELS) + " |",
+             "|---" * (len(LEVELS) + 1) + "|"]
+    for model in models:
+        cells = []
+        for lv in LEVELS:
+            hits = []
+            for r in runs[model]:
+                e0 = r.get("pretrained_epochs", 0) if model != models[0] else 0
+                t0 = r.get("pretrained_train_time", 0.0) if model != models[0] else 0.0
+                for epoch, score, secs in r["valid_curve"]:
+                    if score >= lv * ref:
+                        hits.append((e0 + epoch + 1, t0 + secs))
+                        break
+            if hits:
+                cells.append(f"{np.mean([h[0] for h in hits]):.0f} ep / {np.mean([h[1] for h in hits]) / 60:.1f} min"
+                             f" ({len(hits)}/{len(runs[model])})")
+            else:
+                cells.append(f"not reached (0/{len(runs[model])})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs, models, path, pretrain_from_first=False):
+    """Valid NDCG@10 per epoch (mean over seeds) for each model; rows after the first are drawn from
+    the first model's epoch count when they start from its checkpoint."""
+    if not all(r.get("valid_curve") for m in models for r in runs[m]):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for model in models:
+        n = min(len(r["valid_curve"]) for r in runs[model])
+        scores = np.array([[c[1] for c in r["valid_curve"][:n]] for r in runs[model]], dtype=float)
+        offset = np.mean([r.get("pretrained_epochs", 0) for r in runs[model]]) if model != models[0] and pretrain_from_first else 0
+        epochs = np.array([c[0] for c in runs[model][0]["valid_curve"][:n]]) + 1 + offset
+        ax.plot(epochs, scores.mean(0), label=model)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("valid NDCG@10")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False):
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
     lines.append("p-values: paired t-test on test NDCG@10 over seeds, against the first row and the row above.")
     lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}.")
+    if pretrain_from_first:
+        lines.append(f"Protocol: {models[0]} trains to early stopping; every other row loads {models[0]}'s best "
+                     "checkpoint of the same seed and trains stage 2 only (`stage1_epochs: 0`), so its epochs and "
+                     f"epoch time are stage-2 epochs on top of {models[0]}'s.")
     lines.append("")
     lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
                  + " | p vs first | p vs previous | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
@@ -183,6 +283,9 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
             for model in models[1:]:
                 p = paired_p([r["test_groups"][tail]["ndcg@10"] for r in runs[model]], base_tail)
                 lines.append(f"- {model}: p = {'-' if p is None else f'{p:.3g}'}")
+    ttq = time_to_quality(models, runs, pretrain_from_first)
+    if ttq:
+        lines += ["", ttq]
     lines += ["", "Reproduce:", "", "```", command, "```", ""]
     return "\n".join(lines)
 
@@ -229,7 +332,7 @@ def write_section(path, title, text):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--worker":
-        worker(argv[1], argv[2], json.loads(argv[3]), argv[4])
+        worker(argv[1], argv[2], json.loads(argv[3]), argv[4], *argv[5:6])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
@@ -242,6 +345,10 @@ def main(argv=None):
     parser.add_argument("--log_dir", default="log/benchmarks")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs in parallel (each in its own process; use torch_threads=1 with jobs > 1)")
+    parser.add_argument("--pretrain_from_first", action="store_true",
+                        help="the first model is trained first; every other row starts stage 2 from its best "
+                             "checkpoint of the same seed (the BASRec paper's protocol: augmentation fine-tunes a "
+                             "trained backbone)")
     args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)
     cfg = {**BUDGETS[args.budget], **overrides}
@@ -251,23 +358,41 @@ def main(argv=None):
 
     def one(job):
         model, seed = job
-        r = run_one(model, args.dataset, seed, cfg, args.log_dir)
+        if args.pretrain_from_first and model != args.models[0]:
+            r0 = run_one(args.models[0], args.dataset, seed, cfg, args.log_dir, keep_checkpoint=True)
+            m0, _, key0 = run_key(args.models[0], args.dataset, seed, cfg)
+            pretrained = (key0, checkpoint_path(args.log_dir, m0, args.dataset, seed, key0))
+            r = run_one(model, args.dataset, seed, cfg, args.log_dir, pretrained=pretrained)
+            r["pretrained_epochs"] = r0["epochs_run"]
+            r["pretrained_train_time"] = r0["train_time"]
+        else:
+            r = run_one(model, args.dataset, seed, cfg, args.log_dir, keep_checkpoint=args.pretrain_from_first)
         print(f"{model} seed {seed}: ndcg@10 {r['test_result']['ndcg@10']:.4f} hit@10 {r['test_result']['hit@10']:.4f} "
               f"({r['epochs_run']} epochs, {r['epoch_time']:.2f} s/epoch, {r['wall']:.0f} s)", flush=True)
         return job, r
 
+    if args.pretrain_from_first:  # backbones first, so the dependent rows find their checkpoints
+        first = [j for j in jobs if j[0] == args.models[0]]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for job, r in pool.map(one, first):
+                results[job] = r
+        jobs = [j for j in jobs if j[0] != args.models[0]]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for job, r in pool.map(one, jobs):
             results[job] = r
     runs = {model: [results[(model, seed)] for seed in args.seeds] for model in args.models}
     command = "python benchmarks/run_table.py " + shlex.join(argv)
     title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
-    text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command, args.jobs)
+    text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command, args.jobs,
+                  pretrain_from_first=args.pretrain_from_first)
     output = Path(args.output or f"results/{args.dataset}.md")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
     png = plot_groups(runs, args.models, output.parent / f"{output.stem}-{slug}.png")
     if png:
         text = text.replace("\nReproduce:", f"\n![NDCG@10 by group]({png.name})\n\nReproduce:", 1)
+    curves = plot_curves(runs, args.models, output.parent / f"{output.stem}-{slug}-valid.png", args.pretrain_from_first)
+    if curves:
+        text = text.replace("\nReproduce:", f"\n![valid NDCG@10 per epoch]({curves.name})\n\nReproduce:", 1)
     write_section(output, title, text)
     print(text)
     return 0

@@ -142,7 +142,16 @@ class SADATrainer(Trainer):
     # ------------------------------------------------------------------ checkpoints
     def _load_weights(self, path, message):
         checkpoint = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(checkpoint["state_dict"])
+        # A backbone checkpoint (e.g. SASRec's) may start BASRec/SADA/LLMSeR on that backbone:
+        # parameters the augmenting model adds (SADA's semantic projection and gate) start fresh;
+        # a parameter the model does not have is an error (wrong checkpoint).
+        missing, unexpected = self.model.load_state_dict(checkpoint["state_dict"], strict=False)
+        if unexpected:
+            raise ValueError(
+                f"{path} does not fit {type(self.model).__name__}: unexpected parameters {sorted(unexpected)}"
+            )
+        if missing:
+            self.logger.info(f"Parameters not in {path}, initialised fresh: {sorted(missing)}")
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"{message}: {path}")
 

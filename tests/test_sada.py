@@ -86,3 +86,27 @@ def test_fusion_changes_representation_of_tail_items_only_by_gate(sada_cfg):
     gate = model.fixed_gate
     sem = model.semantic_proj(model.item_semantic).norm(dim=-1)
     assert torch.allclose(diff[1:], (gate * sem)[1:], atol=1e-5)
+
+
+def test_starts_from_a_backbone_checkpoint(sada_cfg):
+    """SADA (and BASRec) can fine-tune a trained SASRec: its parameters are loaded, SADA's own
+    projection starts fresh; a checkpoint with parameters the model lacks is refused."""
+    base = run_recbole_sada("SASRec", "tiny", config_dict={**sada_cfg, "stage1_epochs": 0})
+    ckpt = base["model_file"]
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    sada = run_recbole_sada("SADASASRec", "tiny", config_dict={**sada_cfg, "pretrained_path": ckpt, "epochs": 1})
+    assert sada["trainer"].loss_names == ["loss_main", "loss_ssa", "loss_csa"]  # stage 2 from the start
+    assert sada["epochs_run"] == 1
+    sada_ckpt = sada["model_file"]
+    with pytest.raises(ValueError, match="unexpected parameters"):
+        run_recbole_sada("BASRecSASRec", "tiny", config_dict={**sada_cfg, "pretrained_path": sada_ckpt, "epochs": 1})
+    # the loaded backbone weights are the checkpoint's (checked on a fresh load without training)
+    from recbole_sada.quick_start import prepare
+    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.utils import get_model
+
+    config, _, train, _, _ = prepare("SADASASRec", "tiny", config_dict={**sada_cfg, "pretrained_path": ckpt})
+    model = get_model("SADASASRec")(config, train._dataset)
+    SADATrainer(config, model)._load_weights(ckpt, "loaded")
+    for k, v in state.items():
+        assert torch.equal(model.state_dict()[k], v)

@@ -1,0 +1,33 @@
+"""benchmarks/run_table.py helpers: cache keys of fine-tuned rows, time-to-quality table."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("run_table", ROOT / "benchmarks" / "run_table.py")
+run_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_table)
+
+
+def test_fine_tuned_rows_are_keyed_by_their_backbone_run():
+    _, cfg, plain = run_table.run_key("BASRecSASRec[epochs=15]", "ml-100k", 1, {"epochs": 30})
+    _, _, from_a = run_table.run_key("BASRecSASRec[epochs=15]", "ml-100k", 1, {"epochs": 30}, "aaaa")
+    _, _, from_b = run_table.run_key("BASRecSASRec[epochs=15]", "ml-100k", 1, {"epochs": 30}, "bbbb")
+    assert cfg["epochs"] == 15 and cfg["seed"] == 1
+    assert len({plain, from_a, from_b}) == 3
+
+
+def test_time_to_quality_counts_the_backbone_epochs():
+    base = {"valid_curve": [[0, 0.01, 10.0], [1, 0.02, 20.0], [2, 0.04, 30.0]]}
+    tuned = {"valid_curve": [[0, 0.041, 15.0], [1, 0.045, 30.0]], "pretrained_epochs": 3,
+             "pretrained_train_time": 30.0}
+    slow = {"valid_curve": [[0, 0.005, 5.0]]}
+    runs = {"SASRec": [base], "BASRecSASRec": [tuned], "Slow": [slow]}
+    text = run_table.time_to_quality(["SASRec", "BASRecSASRec", "Slow"], runs, pretrain_from_first=True)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    # SASRec's best is 0.04: 50% (0.02) at epoch 2, 100% at epoch 3
+    assert "2 ep / 0.3 min (1/1)" in rows["SASRec"] and "3 ep / 0.5 min (1/1)" in rows["SASRec"]
+    # the fine-tuned row starts after SASRec's 3 epochs / 30 s: its first evaluation is epoch 4
+    assert "4 ep / 0.8 min (1/1)" in rows["BASRecSASRec"]
+    assert "5 ep / 1.0 min (1/1)" in rows["BASRecSASRec"]  # 105% (0.042) at its second epoch
+    assert rows["Slow"].count("not reached (0/1)") == len(run_table.LEVELS)
+    assert run_table.time_to_quality(["SASRec"], {"SASRec": [{"valid_curve": []}]}) is None
