@@ -94,3 +94,37 @@ def test_same_seed_same_result(small_cfg):
     a = run_recbole_sada("BASRecSASRec", "tiny", config_dict=cfg)["test_result"]
     b = run_recbole_sada("BASRecSASRec", "tiny", config_dict=cfg)["test_result"]
     assert a == b
+
+
+def test_single_mode_sample_one_encoder_pass_one_operator_per_sequence(small_cfg):
+    model, train = _model("BASRecSASRec", small_cfg, single_mode="sample")
+    batch = next(iter(train))
+    item_seq, item_seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    torch.manual_seed(3)
+    views = list(model.single_augmented_views(item_seq, item_seq_len))
+    assert len(views) == 1 and views[0][0] == "single"
+    _, rate, aug = views[0]
+    assert rate.shape == (item_seq.size(0),)
+    assert ((rate >= model.rate_min) & (rate <= model.rate_max)).all()
+    assert torch.equal(aug == 0, item_seq == 0)  # padding untouched
+    calls = []
+    encode = model.encode
+    model.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    model.train_stage = 2
+    model.calculate_loss(batch)
+    assert len(calls) == 2  # the original pass + one single-augmentation pass (all: 3)
+    calls.clear()
+    full, _ = _model("BASRecSASRec", small_cfg)
+    full.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    full.train_stage = 2
+    full.calculate_loss(batch)
+    assert len(calls) == 3
+
+
+def test_single_mode_all_matches_one_view_per_operator(small_cfg):
+    model, train = _model("BASRecSASRec", small_cfg)
+    batch = next(iter(train))
+    views = list(model.single_augmented_views(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]))
+    assert [v[0] for v in views] == ["reorder", "substitute"]
+    with pytest.raises(ValueError, match="single_mode"):
+        _model("BASRecSASRec", small_cfg, single_mode="both")

@@ -70,6 +70,9 @@ class BASRecMixin:
         self.use_cross = bool(config["use_cross"])
         self.nonlinear = bool(config["nonlinear"])
         self.single_ops = list(config["single_ops"])
+        self.single_mode = config["single_mode"]
+        if self.single_mode not in ("all", "sample"):
+            raise ValueError(f"single_mode must be 'all' or 'sample', got {self.single_mode!r}")
         self.substitute_topk = int(config["substitute_topk"])
         self._similarity = {}
         # training sequences of the train split only (valid/test items never enter)
@@ -120,13 +123,32 @@ class BASRecMixin:
         self._similarity = {}
         return stats
 
+    def single_augmented_views(self, item_seq, item_seq_len):
+        """Yield ``(name, rate, augmented sequence)``: one view per operator (``single_mode: all``, the
+        paper: one encoder pass each), or one view where each sequence gets one operator drawn
+        uniformly (``single_mode: sample``: one encoder pass, every operator still trained on
+        ~1/len(single_ops) of the batch)."""
+        B = item_seq.size(0)
+        if self.single_mode == "all" or len(self.single_ops) == 1:
+            for op in self.single_ops:  # a generator: the caller's draws interleave as in a plain loop
+                rate = A.sample_rate(B, self.rate_min, self.rate_max, item_seq.device)
+                yield op, rate, self.augment_sequence(op, item_seq, item_seq_len, rate)
+            return
+        views = []
+        for op in self.single_ops:
+            rate = A.sample_rate(B, self.rate_min, self.rate_max, item_seq.device)
+            views.append((rate, self.augment_sequence(op, item_seq, item_seq_len, rate)))
+        choice = torch.randint(len(views), (B,), device=item_seq.device)
+        rows = torch.arange(B, device=item_seq.device)
+        rate = torch.stack([v[0] for v in views], 1)[rows, choice]
+        aug = torch.stack([v[1] for v in views], 1)[rows, choice]
+        yield "single", rate, aug
+
     def single_sequence_loss(self, E, item_seq, item_seq_len, targets, mask, negatives, H=None):
         B = item_seq.size(0)
         seq_mask = item_seq > 0
         losses = []
-        for op in self.single_ops:
-            rate = A.sample_rate(B, self.rate_min, self.rate_max, item_seq.device)
-            aug_seq = self.augment_sequence(op, item_seq, item_seq_len, rate)
+        for op, rate, aug_seq in self.single_augmented_views(item_seq, item_seq_len):
             lam = A.sample_lambda(B, self.alpha, item_seq.device)
             relevance = self.single_relevance(item_seq, aug_seq)
             E_in, share = A.mix_representations(E, self.embed_items(aug_seq), lam, relevance, seq_mask)
