@@ -8,6 +8,7 @@ from logging import getLogger
 import torch
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_sada.compat import set_anomaly_detection
 from recbole_sada.config import build_config
 from recbole_sada.data import create_dataset, data_preparation
 from recbole_sada.evaluation.groups import GroupEvaluator
@@ -26,6 +27,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
     if config["torch_threads"]:
         torch.set_num_threads(int(config["torch_threads"]))
+    set_anomaly_detection(bool(config["detect_anomaly"]))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()

@@ -8,6 +8,7 @@ from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
+from recbole_sada.compat import set_anomaly_detection
 from recbole_sada.errors import SADAInputError
 
 _MODEL_PACKAGES = ("recbole_sada.model", "recbole_sada.model.backbones")
@@ -32,6 +33,7 @@ def plugin_models():
                     and not vars(obj).get("_abstract_plugin", False)
                 ):
                     found[name] = obj
+    set_anomaly_detection(False)  # undo RecBole's import-time switch (see recbole_sada.compat)
     return found
 
 

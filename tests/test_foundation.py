@@ -287,3 +287,15 @@ def test_concurrent_trainers_get_distinct_checkpoint_files(small_cfg):
     a = SADATrainer(config, SASRec(config, train._dataset))
     b = SADATrainer(config, SASRec(config, train._dataset))
     assert a.saved_model_file != b.saved_model_file
+
+
+def test_recbole_import_side_effect_anomaly_detection_is_undone(small_cfg):
+    """RecBole 1.2.1's SINE module turns autograd anomaly detection on at import (slow backward)."""
+    import recbole.model.sequential_recommender.sine  # noqa: F401
+
+    torch.autograd.set_detect_anomaly(True)  # as that import left it
+    _prepared(small_cfg)
+    assert not torch.is_anomaly_enabled()
+    _prepared(small_cfg, detect_anomaly=True)  # a deliberate debugging run keeps it
+    assert torch.is_anomaly_enabled()
+    torch.autograd.set_detect_anomaly(False)
