@@ -76,7 +76,7 @@ def test_fusion_changes_representation_of_tail_items_only_by_gate(sada_cfg):
     from recbole_sada.quick_start import prepare
     from recbole_sada.utils import get_model
 
-    config, _, train, _, _ = prepare("SADASASRec", "tiny", config_dict=sada_cfg)
+    config, _, train, _, _ = prepare("SADASASRec", "tiny", config_dict={**sada_cfg, "fusion_init_std": 0.02})
     model = get_model("SADASASRec")(config, train._dataset)
     ids = torch.arange(model.n_items)
     fused = model.embed_items(ids)
@@ -110,3 +110,20 @@ def test_starts_from_a_backbone_checkpoint(sada_cfg):
     SADATrainer(config, model)._load_weights(ckpt, "loaded")
     for k, v in state.items():
         assert torch.equal(model.state_dict()[k], v)
+
+
+def test_zero_initialised_fusion_starts_as_the_backbone(sada_cfg):
+    from recbole_sada.quick_start import prepare
+    from recbole_sada.utils import get_model
+
+    config, _, train, _, _ = prepare("SADASASRec", "tiny", config_dict=sada_cfg)
+    assert config["fusion_init_std"] == 0.0
+    model = get_model("SADASASRec")(config, train._dataset)
+    ids = torch.arange(model.n_items)
+    assert torch.equal(model.embed_items(ids), model.item_embedding(ids))
+    # but the projection learns from the first step (tail items carry gate > 0)
+    model.train()
+    model.train_stage = 1
+    loss = model.calculate_loss(next(iter(train)))["loss_main"]
+    loss.backward()
+    assert model.semantic_proj.weight.grad.abs().sum() > 0

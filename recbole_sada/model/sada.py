@@ -16,7 +16,12 @@ natural extension of BASRec, each choice with its reason.
    ``fusion_output: fused`` (default) scores with the fused table too, so a tail item is both
    represented and *retrieved* through its semantics (with ``id`` only the input side changes and
    tail items keep their weak ID vectors as targets); the benchmark compares both.
-   Padding (item 0) always has ``g = 0`` and a zero vector.
+   Padding (item 0) always has ``g = 0`` and a zero vector.  ``P`` starts at zero
+   (``fusion_init_std: 0``): the model starts as exactly its backbone (or the trained backbone it
+   fine-tunes from a checkpoint) and the semantic term grows only as far as the loss asks for it;
+   a random ``P`` would instead add a random vector to every tail item at step 0, overwriting
+   what a trained backbone learnt for them.  The gradient of ``P`` is non-zero from the first
+   step (``dL/dP = sum_i g_i dL/de_i s_i^T``).
 2. **User-sequence clustering.**  The cross-sequence partner of each sequence is drawn from users
    of the same K-means cluster of LLM user embeddings in the batch; if none, from the nearest
    cluster present (centroid distance); else uniformly.  Counts of the three cases are logged per
@@ -131,7 +136,11 @@ class SADAMixin(BASRecMixin):
         hidden = self.item_embedding.embedding_dim
         if self.use_fusion:
             self.semantic_proj = nn.Linear(feats.dim, hidden)
-            nn.init.normal_(self.semantic_proj.weight, std=0.02)
+            init_std = float(config["fusion_init_std"])
+            if init_std > 0:
+                nn.init.normal_(self.semantic_proj.weight, std=init_std)
+            else:  # zero: the model starts as its backbone / BASRec and fusion grows from the gradient
+                nn.init.zeros_(self.semantic_proj.weight)
             nn.init.zeros_(self.semantic_proj.bias)
             if self.fusion_gate == "learned":
                 self.gate_layer = nn.Linear(2 * hidden + 1, 1)
