@@ -171,16 +171,25 @@ def machine():
 LEVELS = [0.5, 0.75, 0.9, 1.0, 1.05]
 
 
+def _first_reach(curve, level):
+    for epoch, score, secs in curve:
+        if score >= level:
+            return epoch + 1, secs
+    return None
+
+
 def time_to_quality(models, runs, pretrain_from_first=False):
-    """Markdown table: epochs and training seconds until the valid score first reaches each level
-    (a fraction of the first model's mean best valid score); rows that start from the first
-    model's checkpoint count its epochs and time too.  None when a run has no valid curve."""
+    """Markdown table: epochs and training minutes until the valid score first reaches each level
+    (a share of the first model's mean best valid score).  A row fine-tuned from the first model's
+    checkpoint inherits the levels that checkpoint had already reached (at the backbone's epoch);
+    a higher level counts the backbone's whole run (early stopping included) plus the fine-tuning
+    epochs.  None when a run has no valid curve."""
     if not all(r.get("valid_curve") for m in models for r in runs[m]):
         return None
     ref = np.mean([max(v for _, v, _ in r["valid_curve"]) for r in runs[models[0]]])
     lines = [f"Epochs / training minutes until valid NDCG@10 first reaches a share of {models[0]}'s best "
              f"({ref:.4f}); mean over the seeds that reach it (how many in brackets)"
-             + ("; rows after the first include the first model's epochs and time, since they start from its checkpoint" if pretrain_from_first else "")
+             + (f"; a fine-tuned row counts {models[0]}'s epochs and time before its own" if pretrain_from_first else "")
              + ":", "",
              "| model | " + " | ".join(f"{int(100 * lv)}% ({lv * ref:.4f})" for lv in LEVELS) + " |",
              "|---" * (len(LEVELS) + 1) + "|"]
@@ -188,13 +197,17 @@ def time_to_quality(models, runs, pretrain_from_first=False):
         cells = []
         for lv in LEVELS:
             hits = []
-            for r in runs[model]:
-                e0 = r.get("pretrained_epochs", 0) if model != models[0] else 0
-                t0 = r.get("pretrained_train_time", 0.0) if model != models[0] else 0.0
-                for epoch, score, secs in r["valid_curve"]:
-                    if score >= lv * ref:
-                        hits.append((e0 + epoch + 1, t0 + secs))
-                        break
+            for i, r in enumerate(runs[model]):
+                hit = _first_reach(r["valid_curve"], lv * ref)
+                if pretrain_from_first and model != models[0]:
+                    base = runs[models[0]][i]
+                    inherited = _first_reach(base["valid_curve"], lv * ref)
+                    if inherited:
+                        hit = inherited
+                    elif hit:
+                        hit = (base["epochs_run"] + hit[0], base["train_time"] + hit[1])
+                if hit:
+                    hits.append(hit)
             if hits:
                 cells.append(f"{np.mean([h[0] for h in hits]):.0f} ep / {np.mean([h[1] for h in hits]) / 60:.1f} min"
                              f" ({len(hits)}/{len(runs[model])})")
@@ -364,7 +377,6 @@ def main(argv=None):
             pretrained = (key0, checkpoint_path(args.log_dir, m0, args.dataset, seed, key0))
             r = run_one(model, args.dataset, seed, cfg, args.log_dir, pretrained=pretrained)
             r["pretrained_epochs"] = r0["epochs_run"]
-            r["pretrained_train_time"] = r0["train_time"]
         else:
             r = run_one(model, args.dataset, seed, cfg, args.log_dir, keep_checkpoint=args.pretrain_from_first)
         print(f"{model} seed {seed}: ndcg@10 {r['test_result']['ndcg@10']:.4f} hit@10 {r['test_result']['hit@10']:.4f} "

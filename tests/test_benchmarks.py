@@ -17,17 +17,22 @@ def test_fine_tuned_rows_are_keyed_by_their_backbone_run():
 
 
 def test_time_to_quality_counts_the_backbone_epochs():
-    base = {"valid_curve": [[0, 0.01, 10.0], [1, 0.02, 20.0], [2, 0.04, 30.0]]}
-    tuned = {"valid_curve": [[0, 0.041, 15.0], [1, 0.045, 30.0]], "pretrained_epochs": 3,
-             "pretrained_train_time": 30.0}
+    base = {"valid_curve": [[0, 0.01, 10.0], [1, 0.02, 20.0], [2, 0.04, 30.0], [3, 0.03, 40.0]],
+            "epochs_run": 4, "train_time": 40.0}
+    tuned = {"valid_curve": [[0, 0.039, 15.0], [1, 0.045, 30.0]], "pretrained_epochs": 4}
     slow = {"valid_curve": [[0, 0.005, 5.0]]}
     runs = {"SASRec": [base], "BASRecSASRec": [tuned], "Slow": [slow]}
     text = run_table.time_to_quality(["SASRec", "BASRecSASRec", "Slow"], runs, pretrain_from_first=True)
-    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    # SASRec's best is 0.04: 50% (0.02) at epoch 2, 100% at epoch 3
-    assert "2 ep / 0.3 min (1/1)" in rows["SASRec"] and "3 ep / 0.5 min (1/1)" in rows["SASRec"]
-    # the fine-tuned row starts after SASRec's 3 epochs / 30 s: its first evaluation is epoch 4
-    assert "4 ep / 0.8 min (1/1)" in rows["BASRecSASRec"]
-    assert "5 ep / 1.0 min (1/1)" in rows["BASRecSASRec"]  # 105% (0.042) at its second epoch
-    assert rows["Slow"].count("not reached (0/1)") == len(run_table.LEVELS)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| model")}
+    # SASRec's best is 0.04: 50% (0.02) at epoch 2, 100% at epoch 3, 105% never
+    assert rows["SASRec"][0].startswith("2 ep / 0.3 min (1/1)") and rows["SASRec"][3].startswith("3 ep / 0.5 min")
+    assert rows["SASRec"][4].startswith("not reached")
+    # the fine-tuned row inherits the levels its checkpoint reached ...
+    assert rows["BASRecSASRec"][0].startswith("2 ep / 0.3 min") and rows["BASRecSASRec"][3].startswith("3 ep / 0.5 min")
+    # ... and reaches 105% (0.042) at its 2nd epoch, after SASRec's 4 epochs / 40 s
+    assert rows["BASRecSASRec"][4].startswith("6 ep / 1.2 min (1/1)")
+    assert rows["Slow"][0].startswith("2 ep")  # fine-tuned rows inherit what the checkpoint reached
+    alone = run_table.time_to_quality(["SASRec", "Slow"], runs)
+    assert alone.splitlines()[-1].count("not reached (0/1)") == len(run_table.LEVELS)
     assert run_table.time_to_quality(["SASRec"], {"SASRec": [{"valid_curve": []}]}) is None
