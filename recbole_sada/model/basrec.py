@@ -39,6 +39,7 @@ import torch
 
 from recbole_sada.data.dataset import training_sequences
 from recbole_sada.evaluation.similarity import augmentation_similarity
+from recbole_sada.errors import SADAInputError
 from recbole_sada.model import augment as A
 from recbole_sada.model.backbones.fmlprec import FMLPRec
 from recbole_sada.model.backbones.gru4rec import GRU4Rec
@@ -62,7 +63,10 @@ class BASRecMixin:
         self.alpha = float(config["alpha"])
         self.rate_min, self.rate_max = float(config["rate_min"]), float(config["rate_max"])
         if not 0.0 <= self.rate_min <= self.rate_max <= 1.0:
-            raise ValueError(f"need 0 <= rate_min <= rate_max <= 1, got {self.rate_min}, {self.rate_max}")
+            raise SADAInputError(
+                f"need 0 <= rate_min <= rate_max <= 1, got rate_min={self.rate_min}, rate_max={self.rate_max}"
+                " (set --rate_min / --rate_max)"
+            )
         self.n_pairs = int(config["n_pairs"])
         self.use_single = bool(config["use_single"])
         self.use_alw = bool(config["use_alw"])
@@ -72,7 +76,10 @@ class BASRecMixin:
         self.single_ops = list(config["single_ops"])
         self.single_mode = config["single_mode"]
         if self.single_mode not in ("all", "sample"):
-            raise ValueError(f"single_mode must be 'all' or 'sample', got {self.single_mode!r}")
+            raise SADAInputError(f"single_mode must be 'all' or 'sample', got {self.single_mode!r} (--single_mode=all)")
+        unknown_ops = [op for op in self.single_ops if op not in ("reorder", "substitute")]
+        if unknown_ops:
+            raise SADAInputError(f"single_ops: unknown operator(s) {unknown_ops}; use [reorder, substitute] or a subset")
         self.substitute_topk = int(config["substitute_topk"])
         self._similarity = {}
         # training sequences of the train split only (valid/test items never enter)

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from recbole_sada.errors import SADAInputError
 from recbole_sada.model import augment as A
 from recbole_sada.model.basrec import BASRecMixin
 from recbole_sada.model.backbones.fmlprec import FMLPRec
@@ -117,10 +118,10 @@ class SADAMixin(BASRecMixin):
         self.use_fusion = bool(config["use_fusion"])
         self.fusion_gate = config["fusion_gate"]
         if self.fusion_gate not in FUSION_GATES:
-            raise ValueError(f"fusion_gate must be one of {FUSION_GATES}, got '{self.fusion_gate}'")
+            raise SADAInputError(f"fusion_gate must be one of {FUSION_GATES}, got '{self.fusion_gate}' (--fusion_gate=popularity)")
         self.fusion_output = config["fusion_output"]
         if self.fusion_output not in ("fused", "id"):
-            raise ValueError(f"fusion_output must be 'fused' or 'id', got '{self.fusion_output}'")
+            raise SADAInputError(f"fusion_output must be 'fused' or 'id', got '{self.fusion_output}' (--fusion_output=fused)")
         self.use_cluster_pairing = bool(config["use_cluster_pairing"])
         self.use_adaptive_mix = bool(config["use_adaptive_mix"])
         self.relevance_mode = config["relevance_mode"]
