@@ -217,16 +217,30 @@ def time_to_quality(models, runs, pretrain_from_first=False):
     return "\n".join(lines)
 
 
-def plot_curves(runs, models, path, pretrain_from_first=False):
-    """Valid NDCG@10 per epoch (mean over seeds) for each model; rows after the first are drawn from
-    the first model's epoch count when they start from its checkpoint."""
-    if not all(r.get("valid_curve") for m in models for r in runs[m]):
-        return None
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, ax, path):
+    """Legend, layout, write ``path`` (png) and close the figure; returns ``path``."""
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_curves(runs, models, path, pretrain_from_first=False):
+    """Valid NDCG@10 per epoch (mean over seeds) for each model; rows after the first are drawn from
+    the first model's epoch count when they start from its checkpoint."""
+    if not all(r.get("valid_curve") for m in models for r in runs[m]):
+        return None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for model in models:
         n = min(len(r["valid_curve"]) for r in runs[model])
@@ -236,11 +250,7 @@ def plot_curves(runs, models, path, pretrain_from_first=False):
         ax.plot(epochs, scores.mean(0), label=model)
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid NDCG@10")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False):
@@ -308,11 +318,7 @@ def plot_groups(runs, models, path):
     first = runs[models[0]][0].get("test_groups")
     if not first:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = [g for g in first if first[g].get("n")]
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.6))
@@ -322,11 +328,7 @@ def plot_groups(runs, models, path):
     ax.set_xticks(np.arange(len(names)) + width * (len(models) - 1) / 2)
     ax.set_xticklabels([f"{g}\n(n={first[g]['n']})" for g in names], fontsize=8)
     ax.set_ylabel("test NDCG@10")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def write_section(path, title, text):

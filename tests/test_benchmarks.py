@@ -36,3 +36,12 @@ def test_time_to_quality_counts_the_backbone_epochs():
     alone = run_table.time_to_quality(["SASRec", "Slow"], runs)
     assert alone.splitlines()[-1].count("not reached (0/1)") == len(run_table.LEVELS)
     assert run_table.time_to_quality(["SASRec"], {"SASRec": [{"valid_curve": []}]}) is None
+
+
+def test_plots_are_written(tmp_path):
+    groups = {"all": {"n": 3, "ndcg@10": 0.1}, "items:tail": {"n": 1, "ndcg@10": 0.0}}
+    runs = {"A": [{"valid_curve": [[0, 0.1, 1.0], [1, 0.2, 2.0]], "test_groups": groups}],
+            "B": [{"valid_curve": [[0, 0.3, 1.0]], "pretrained_epochs": 2, "test_groups": groups}]}
+    curves = run_table.plot_curves(runs, ["A", "B"], tmp_path / "c.png", pretrain_from_first=True)
+    bars = run_table.plot_groups(runs, ["A", "B"], tmp_path / "g.png")
+    assert curves.stat().st_size > 1000 and bars.stat().st_size > 1000
