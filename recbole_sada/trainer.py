@@ -22,6 +22,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_sada.compat import load_checkpoint, trusted_checkpoint_load
+from recbole_sada.errors import SADAInputError
 
 
 def reduce_loss(value):
@@ -147,8 +148,9 @@ class SADATrainer(Trainer):
         # a parameter the model does not have is an error (wrong checkpoint).
         missing, unexpected = self.model.load_state_dict(checkpoint["state_dict"], strict=False)
         if unexpected:
-            raise ValueError(
-                f"{path} does not fit {type(self.model).__name__}: unexpected parameters {sorted(unexpected)}"
+            raise SADAInputError(
+                f"pretrained_path {path} does not fit {type(self.model).__name__}: unexpected parameters "
+                f"{sorted(unexpected)[:5]} (use a checkpoint of this model or of its backbone)"
             )
         if missing:
             self.logger.info(f"Parameters not in {path}, initialised fresh: {sorted(missing)}")

@@ -98,7 +98,9 @@ def test_starts_from_a_backbone_checkpoint(sada_cfg):
     assert sada["trainer"].loss_names == ["loss_main", "loss_ssa", "loss_csa"]  # stage 2 from the start
     assert sada["epochs_run"] == 1
     sada_ckpt = sada["model_file"]
-    with pytest.raises(ValueError, match="unexpected parameters"):
+    from recbole_sada.errors import SADAInputError
+
+    with pytest.raises(SADAInputError, match="unexpected parameters"):  # one-line CLI error (exit 2)
         run_recbole_sada("BASRecSASRec", "tiny", config_dict={**sada_cfg, "pretrained_path": sada_ckpt, "epochs": 1})
     # the loaded backbone weights are the checkpoint's (checked on a fresh load without training)
     from recbole_sada.quick_start import prepare
