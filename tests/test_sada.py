@@ -129,3 +129,82 @@ def test_zero_initialised_fusion_starts_as_the_backbone(sada_cfg):
     loss = model.calculate_loss(next(iter(train)))["loss_main"]
     loss.backward()
     assert model.semantic_proj.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ one item table per step
+def _sada_model(sada_cfg, **extra):
+    from recbole.utils import init_seed
+
+    from recbole_sada.quick_start import prepare
+    from recbole_sada.utils import get_model
+
+    config, _, train, _, _ = prepare("SADASASRec", "tiny", config_dict={**sada_cfg, **extra})
+    init_seed(config["seed"], True)
+    net = get_model("SADASASRec")(config, train._dataset)
+    with torch.no_grad():  # a non-zero projection, so that fusion changes the vectors
+        net.semantic_proj.weight.normal_(std=0.1)
+    return net, train
+
+
+def test_step_rows_compute_each_id_once():
+    from recbole_sada.model.sada import StepRows
+
+    table = torch.randn(30, 4)
+    seen = []
+    rows = StepRows(lambda ids: (seen.extend(ids.tolist()), table[ids] * 2)[1])
+    a = torch.tensor([[3, 1, 3, 0], [7, 7, 1, 2]])
+    assert torch.equal(rows.get(a), table[a] * 2)
+    b = torch.tensor([2, 9, 29, 3, 9])
+    assert torch.equal(rows.get(b), table[b] * 2)
+    assert sorted(seen) == sorted(set(seen)) == [0, 1, 2, 3, 7, 9, 29]
+
+
+@pytest.mark.parametrize("loss_type", ["BCE", "CE"])
+def test_sada_step_fuses_each_item_once_with_the_same_loss(sada_cfg, loss_type):
+    """The step's loss and gradients equal the per-term full-table computation, while only the
+    rows the step reads are fused (BCE) or the table once (CE)."""
+    from recbole_sada.model.basrec import BASRecMixin
+
+    net, train = _sada_model(sada_cfg, loss_type=loss_type, stage1_epochs=0)
+    net.eval()  # no dropout: both paths see the same network
+    batch = next(iter(train))
+    fused_rows = []
+    fuse = net.fuse
+
+    def counting_fuse(ids, emb):
+        fused_rows.append(ids.numel())
+        return fuse(ids, emb)
+
+    net.fuse = counting_fuse
+    results = []
+    for path in (BASRecMixin.calculate_loss, type(net).calculate_loss):
+        fused_rows.clear()
+        net.zero_grad()
+        torch.manual_seed(5)
+        loss = sum(path(net, batch).values())
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        results.append((loss.item(), grads, sum(fused_rows)))
+    (ref, g_ref, n_ref), (new, g_new, n_new) = results
+    assert new == pytest.approx(ref, abs=1e-5)
+    for name in g_ref:
+        assert torch.allclose(g_ref[name], g_new[name], atol=1e-6, rtol=1e-4), name
+    if loss_type == "CE":
+        assert n_new <= net.n_items + batch[net.ITEM_SEQ].numel() * 3  # the table once (+ input rows)
+    else:
+        assert n_new <= net.n_items  # each touched item once, never the whole table per loss term
+    assert n_ref >= 3 * net.n_items > n_new  # the old path fused the table in every loss term
+
+
+def test_eval_table_is_cached_until_parameters_change(sada_cfg):
+    net, _ = _sada_model(sada_cfg)
+    net.eval()
+    with torch.no_grad():
+        first = net.output_item_embedding()
+        assert net.output_item_embedding() is first
+        net.semantic_proj.weight.add_(0.5)  # an update: the cached table is stale
+        second = net.output_item_embedding()
+    assert second is not first and not torch.allclose(second, first)
+    net.load_state_dict(net.state_dict())  # a reload rebuilds it too
+    with torch.no_grad():
+        assert net.output_item_embedding() is not second

@@ -159,7 +159,7 @@ class BASRecMixin:
             lam = A.sample_lambda(B, self.alpha, item_seq.device)
             relevance = self.single_relevance(item_seq, aug_seq)
             E_in, share = A.mix_representations(E, self.embed_items(aug_seq), lam, relevance, seq_mask)
-            H_in = self.encode(E_in, item_seq, item_seq_len)
+            H_in = self.encode_grouped(E_in, item_seq, item_seq_len)
             weight = None
             if self.use_alw:
                 weight = A.alw_weights(rate, A.effective_lambda(share, item_seq_len), norm=self.alw_norm).to(E.dtype)
@@ -180,7 +180,6 @@ class BASRecMixin:
 
     def cross_sequence_loss(self, interaction, H, targets, mask, negatives):
         B, T, D = H.shape
-        table = self.output_item_embedding()
         modes = ["item", "feature"] if self.nonlinear else ["linear"]
         losses = []
         for _ in range(self.n_pairs):
@@ -201,7 +200,7 @@ class BASRecMixin:
                         H_mix, tgt_p.masked_fill(~valid, 0).clamp(min=0), mask & valid, target_weight=1 - lam_t
                     ) * (mask & valid).sum() / mask.sum().clamp(min=1)
                 else:
-                    pos, neg = table[targets], table[negatives]
+                    pos, neg = self.item_vectors(targets), self.item_vectors(negatives)
                     pos_mix = lam * pos + (1 - lam) * gather(pos)
                     neg_mix = lam * neg + (1 - lam) * gather(neg)
                     loss = self.rec_loss(H_mix, pos_mix, mask, negatives=neg_mix)
@@ -212,7 +211,7 @@ class BASRecMixin:
     def calculate_loss(self, interaction):
         item_seq, item_seq_len, targets, mask = self.training_batch(interaction)
         E = self.embed_items(item_seq)
-        H_all = self.encode(E, item_seq, item_seq_len)
+        H_all = self.encode_grouped(E, item_seq, item_seq_len)
         H = self.select_outputs(H_all, item_seq_len, targets)
         negatives = None if self.loss_type == "CE" else self.sample_negatives(targets)
         loss_main = self.rec_loss(H, targets, mask, negatives=negatives) + self.regularization()

@@ -103,6 +103,38 @@ def cluster_partners(clusters, nearest, generator=None):
     return perm, case
 
 
+class StepRows:
+    """Vectors of the items one training step reads, each computed once by ``compute(ids)``.
+
+    ``get(ids)`` returns the rows of ``ids`` (any shape), computing only the ids not seen yet in
+    this step (sorted unique ids + ``searchsorted``: no ``n_items``-sized work, so the cost of a
+    step does not grow with the catalogue)."""
+
+    def __init__(self, compute):
+        self.compute = compute
+        self.ids = None
+        self.rows = None
+
+    def get(self, ids):
+        flat = ids.reshape(-1)
+        if self.ids is not None:
+            pos = torch.searchsorted(self.ids, flat).clamp(max=self.ids.numel() - 1)
+            hit = self.ids[pos] == flat
+            if bool(hit.all()):
+                return self.rows[pos].view(*ids.shape, -1)
+            new = torch.unique(flat[~hit])
+        else:
+            new = torch.unique(flat)
+        new_rows = self.compute(new)
+        if self.ids is None:
+            self.ids, self.rows = new, new_rows
+        else:
+            all_ids = torch.cat([self.ids, new])
+            order = torch.argsort(all_ids)
+            self.ids, self.rows = all_ids[order], torch.cat([self.rows, new_rows])[order]
+        return self.rows[torch.searchsorted(self.ids, flat)].view(*ids.shape, -1)
+
+
 def _pick(noise, candidates):
     """Index of a uniformly random True column per row (noise breaks the tie)."""
     return torch.where(candidates, noise, torch.full_like(noise, -1.0)).argmax(1)
@@ -154,6 +186,8 @@ class SADAMixin(BASRecMixin):
                     gate[0] = 0.0
                 self.register_buffer("fixed_gate", gate, persistent=False)
         self.pairing_counts = torch.zeros(3, dtype=torch.long)
+        self._step_rows = None
+        self._table_cache = None
 
     # ------------------------------------------------------------------ fusion
     def item_gate(self, ids, id_emb, sem_emb):
@@ -169,15 +203,60 @@ class SADAMixin(BASRecMixin):
         sem = self.semantic_proj(self.item_semantic[ids])
         return id_emb + self.item_gate(ids, id_emb, sem).unsqueeze(-1) * sem * (ids > 0).unsqueeze(-1)
 
+    def fused_rows(self, ids):
+        """Fused vectors of ``ids`` (any shape); within a training step each item is fused once."""
+        if self._step_rows is not None:
+            return self._step_rows.get(ids)
+        return self.fuse(ids, self.item_embedding(ids))
+
     def embed_items(self, item_seq):
-        return self.fuse(item_seq, self.item_embedding(item_seq))
+        return self.fused_rows(item_seq)
+
+    def item_vectors(self, ids):
+        if not self.use_fusion or self.fusion_output == "id":
+            return self.item_embedding(ids)
+        return self.fused_rows(ids)
 
     def output_item_embedding(self):
+        """The whole scoring table.  Fused once per training step (CE) and once per evaluation
+        (the cache is keyed on the parameters' versions, so any update or reload rebuilds it)."""
         table = super().output_item_embedding()
         if not self.use_fusion or self.fusion_output == "id":
             return table
+        key = tuple((id(p), p._version) for p in self._fusion_parameters())
+        cache = self._table_cache
+        if cache is not None and cache[0] == key and cache[1] == torch.is_grad_enabled():
+            return cache[2]
         ids = torch.arange(table.size(0), device=table.device)
-        return self.fuse(ids, table)
+        full = self.fuse(ids, table)
+        if self._step_rows is not None or not torch.is_grad_enabled():
+            self._table_cache = (key, torch.is_grad_enabled(), full)
+        return full
+
+    def _fusion_parameters(self):
+        yield self.item_embedding.weight
+        yield from self.semantic_proj.parameters()
+        if self.fusion_gate == "learned":
+            yield from self.gate_layer.parameters()
+
+    def calculate_loss(self, interaction):
+        """One training step with each touched item fused once (BCE/BPR: only the rows the step
+        reads, the inputs, targets and their substitution candidates first, then what the step
+        adds; CE: the whole table once), instead of the whole table in every loss term."""
+        if not self.use_fusion:
+            return super().calculate_loss(interaction)
+        self._step_rows = StepRows(lambda ids: self.fuse(ids, self.item_embedding(ids)))
+        try:
+            if self.loss_type != "CE":
+                item_seq, _, targets, _ = self.training_batch(interaction)
+                first = [item_seq.reshape(-1), targets.reshape(-1)]
+                if self.use_single and "substitute" in self.single_ops and self.substitute_table.size(0) > 1:
+                    first.append(self.substitute_table[item_seq].reshape(-1))
+                self._step_rows.get(torch.cat(first))
+            return super().calculate_loss(interaction)
+        finally:
+            self._step_rows = None
+            self._table_cache = None
 
     # ------------------------------------------------------------------ semantic similarity
     def build_substitute_table(self, dataset):

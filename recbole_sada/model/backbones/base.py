@@ -6,7 +6,11 @@ A backbone is ``class X(SeqBackboneMixin, RecBoleX)`` plus one method, ``encode`
 * ``embed_items(item_seq) -> (B, L, D)``: item embeddings of a sequence (SADA fuses semantics here).
 * ``encode(item_emb, item_seq, item_seq_len) -> (B, L, D)``: the encoder output at every position,
   position ``t`` seeing items ``<= t`` (the padding mask comes from ``item_seq``, so an augmented
-  embedding sequence with the same padding can be encoded).
+  embedding sequence with the same padding can be encoded).  Callers go through
+  ``encode_grouped``, which runs ``encode`` on length groups of the batch
+  (:mod:`recbole_sada.model.backbones.grouping`, ``grouped_encoding``) where the backbone is exact
+  under trimming (``grouping_exact``; a backbone whose output at real positions depends on the
+  padded length sets it False).
 * ``output_item_embedding() -> (n_items, D)``: the item table used for scoring.
 * ``training_batch(interaction) -> (item_seq, item_seq_len, targets, mask)``: in ``prefix`` mode
   the targets are the next items (B, 1); in ``sequence`` mode the targets at every position (B, L).
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD
+from recbole_sada.model.backbones.grouping import gather_last, grouped_encode
 
 
 class SeqBackboneMixin:
@@ -43,6 +48,9 @@ class SeqBackboneMixin:
         self.loss_type = loss_type
         self.train_mode = config["train_mode"] or "prefix"
         self.train_stage = 2
+        self.grouped_encoding = config["grouped_encoding"] is not False
+        overhead = config["group_overhead"]
+        self.group_overhead = float("inf") if overhead is None else float(overhead)
 
     def regularization(self):
         """Extra loss terms of the backbone (e.g. NextItNet's L2 on its residual blocks)."""
@@ -55,12 +63,29 @@ class SeqBackboneMixin:
     def encode(self, item_emb, item_seq, item_seq_len):  # pragma: no cover - per backbone
         raise NotImplementedError
 
+    # True where the outputs at real positions do not depend on the padded length (causal or
+    # padding-masked encoders with right padding), so length-grouped encoding is exact.
+    grouping_exact = True
+
+    def encode_grouped(self, item_emb, item_seq, item_seq_len, last_only=False):
+        """``encode`` over length groups of the batch (exact; see ``grouping``), or padded when
+        ``grouped_encoding`` is off or the backbone is not exact under trimming.  ``last_only``:
+        the (B, D) outputs at the last real items."""
+        if getattr(self, "grouped_encoding", False) and self.grouping_exact:
+            return grouped_encode(self.encode, item_emb, item_seq, item_seq_len, self.group_overhead, last_only)
+        H = self.encode(item_emb, item_seq, item_seq_len)
+        return gather_last(H, item_seq_len) if last_only else H
+
     def output_item_embedding(self):
         return self.item_embedding.weight
 
+    def item_vectors(self, ids):
+        """Output-side vectors of the items ``ids`` (any shape): rows of ``output_item_embedding``.
+        A model whose table is computed (SADA's fusion) overrides this to build only these rows."""
+        return self.output_item_embedding()[ids]
+
     def forward(self, item_seq, item_seq_len):
-        output = self.encode(self.embed_items(item_seq), item_seq, item_seq_len)
-        return self.gather_indexes(output, item_seq_len - 1)
+        return self.encode_grouped(self.embed_items(item_seq), item_seq, item_seq_len, last_only=True)
 
     # ----------------------------------------------------------------- training data
     def training_batch(self, interaction):
@@ -96,15 +121,16 @@ class SeqBackboneMixin:
         ``targets`` may also be embeddings (B, T, D) of (mixed) positives with ``negatives``
         embeddings (B, T, D) for BCE/BPR.  Returns the mean over valid targets.
         """
-        table = self.output_item_embedding() if item_table is None else item_table
         if self.loss_type == "CE" and targets.dim() == 2:
+            table = self.output_item_embedding() if item_table is None else item_table
             logits = H[mask] @ table.t()
             per = F.cross_entropy(logits, targets[mask], reduction="none")
         else:
-            pos_emb = table[targets] if targets.dim() == 2 else targets
+            lookup = self.item_vectors if item_table is None else item_table.__getitem__
+            pos_emb = lookup(targets) if targets.dim() == 2 else targets
             if negatives is None:
                 negatives = self.sample_negatives(targets)
-            neg_emb = table[negatives] if negatives.dim() == 2 else negatives
+            neg_emb = lookup(negatives) if negatives.dim() == 2 else negatives
             pos_logit = (H * pos_emb).sum(-1)[mask]
             neg_logit = (H * neg_emb).sum(-1)[mask]
             if self.loss_type == "BPR":
@@ -120,14 +146,14 @@ class SeqBackboneMixin:
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len, targets, mask = self.training_batch(interaction)
-        H = self.encode(self.embed_items(item_seq), item_seq, item_seq_len)
+        H = self.encode_grouped(self.embed_items(item_seq), item_seq, item_seq_len)
         loss = self.rec_loss(self.select_outputs(H, item_seq_len, targets), targets, mask)
         return loss + self.regularization()
 
     # ----------------------------------------------------------------- inference
     def predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        test_item_emb = self.output_item_embedding()[interaction[self.ITEM_ID]]
+        test_item_emb = self.item_vectors(interaction[self.ITEM_ID])
         return (seq_output * test_item_emb).sum(dim=-1)
 
     def full_sort_predict(self, interaction):

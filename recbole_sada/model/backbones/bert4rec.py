@@ -99,8 +99,7 @@ class BERT4Rec(SeqBackboneMixin, RecBoleBERT4Rec):
 
     def forward(self, item_seq, item_seq_len):
         seq, seq_len = self.append_item(item_seq, item_seq_len, self.mask_token)
-        H = self.encode(self.embed_items(seq), seq, seq_len)
-        return self.gather_indexes(H, seq_len - 1)
+        return self.encode_grouped(self.embed_items(seq), seq, seq_len, last_only=True)
 
     # ------------------------------------------------------------------ loss
     def rec_loss(self, H, targets, mask, weight=None, negatives=None, item_table=None, target_weight=None):
@@ -116,7 +115,7 @@ class BERT4Rec(SeqBackboneMixin, RecBoleBERT4Rec):
         item_seq, item_seq_len, targets, mask = self.training_batch(interaction)
         seq, seq_len = self.append_item(item_seq, item_seq_len, self.last_target(targets, mask))
         masked_seq, masked = self.mask_sequence(seq, seq_len)
-        H = self.encode(self.embed_items(masked_seq), masked_seq, seq_len)
+        H = self.encode_grouped(self.embed_items(masked_seq), masked_seq, seq_len)
         return self.rec_loss(H, seq, masked) + self.regularization()
 
     # ------------------------------------------------------------------ inference

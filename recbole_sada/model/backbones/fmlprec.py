@@ -73,14 +73,18 @@ class FilterLayer(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
 
     def filter(self, x):
-        """``irfft(rfft(x) * W)`` along the sequence axis (computed in float32)."""
+        """``irfft(rfft(x) * W)`` along the sequence axis (computed in float32).
+
+        The causal filter also takes sequences shorter than ``max_seq_length`` (the first ``L``
+        lags of the kernel: a linear convolution of a left-aligned sequence only reads lags up to
+        its length), which length-grouped encoding uses; the circular one needs the full length."""
         L = x.size(1)
+        if self.causal and L <= self.max_seq_length:
+            n = 2 * L
+            spec = torch.fft.rfft(x.float(), n=n, dim=1) * torch.fft.rfft(self.kernel[:L].float(), n=n, dim=0)
+            return torch.fft.irfft(spec, n=n, dim=1)[:, :L].to(x.dtype)
         if L != self.max_seq_length:
             raise ValueError(f"FMLPRec filters sequences of length {self.max_seq_length}, got {L}")
-        if self.causal:
-            n = 2 * L
-            spec = torch.fft.rfft(x.float(), n=n, dim=1) * torch.fft.rfft(self.kernel.float(), n=n, dim=0)
-            return torch.fft.irfft(spec, n=n, dim=1)[:, :L].to(x.dtype)
         spec = torch.fft.rfft(x.float(), dim=1, norm="ortho")
         spec = spec * torch.view_as_complex(self.complex_weight.float())
         return torch.fft.irfft(spec, n=L, dim=1, norm="ortho").to(x.dtype)
@@ -170,10 +174,18 @@ class FMLPRec(SeqBackboneMixin, SequentialRecommender):
         positions = torch.arange(L, device=item_seq_len.device).unsqueeze(0)
         return (positions - shift) % L, (positions + shift) % L
 
+    @property
+    def grouping_exact(self):
+        """Length-grouped encoding is exact with the causal filter only: the circular filter is a
+        convolution modulo the padded length, so trimming the padding changes its output."""
+        return self.filter_causal
+
     def filter_stack(self, item_emb, valid):
         """The model on an already aligned batch: embedding layer + blocks, padding zeroed
-        (``valid`` (B, L) marks the real items) before every filter layer."""
-        positions = torch.arange(item_emb.size(1), device=item_emb.device)
+        (``valid`` (B, L) marks the real items) before every filter layer.  A batch trimmed to
+        ``L < max_seq_length`` holds the last ``L`` positions of the left-aligned window."""
+        L = item_emb.size(1)
+        positions = torch.arange(self.max_seq_length - L, self.max_seq_length, device=item_emb.device)
         x = self.dropout(self.LayerNorm(item_emb + self.position_embedding(positions).unsqueeze(0)))
         keep = valid.unsqueeze(-1).to(x.dtype)
         for block in self.blocks:
