@@ -5,7 +5,11 @@ Only three small overrides of RecBole's loop (no copy of ``Trainer.fit``):
 * ``fit``: stage 1 (``stage1_epochs`` epochs of the plain backbone loss, no validation, so early
   stopping only counts in stage 2) is RecBole's own ``fit`` without validation data; stage 2 is
   RecBole's ``fit`` again, starting at the next epoch.  ``pretrained_path`` loads a stage-1
-  checkpoint and starts directly in stage 2.  ``epochs`` counts both stages.
+  checkpoint and starts directly in stage 2.  ``epochs`` counts both stages.  ``valid_start_epoch``
+  (the official BASRec code's ``start_valid``): no validation before that epoch (the same
+  pattern: RecBole's ``fit`` without validation data, then with it).  ``eval_step`` is RecBole's:
+  validate every N epochs; ``stopping_step`` counts *validations* without improvement, i.e.
+  ``stopping_step * eval_step`` epochs.
 * ``_train_epoch``: the model sees the stage (``model.train_stage``); a model's ``calculate_loss``
   may return a dict of named losses (a value may be a ``(per_sample_loss, weight)`` pair, reduced
   as ``mean(loss * weight)``); their sum is optimised and each is logged per epoch (console and
@@ -73,6 +77,15 @@ class SADATrainer(Trainer):
         self._set_stage(2)
         if verbose and (self.stage1_epochs or self.pretrained_path):
             self.logger.info(set_color("Stage 2: augmented loss, validation and early stopping", "green"))
+        valid_start = int(self.config["valid_start_epoch"] or 0)
+        if valid_data is not None and valid_start > self.start_epoch:
+            total_epochs = self.epochs
+            self.epochs = min(valid_start, total_epochs)
+            if verbose:
+                self.logger.info(set_color(f"No validation before epoch {self.epochs}", "green"))
+            super().fit(train_data, None, verbose=verbose, saved=False, show_progress=show_progress)
+            self.epochs = total_epochs
+            self.start_epoch = max(self.start_epoch, valid_start)
         return super().fit(
             train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
         )

@@ -350,7 +350,7 @@ def test_dual_channel_loss_matches_hand_computation(cfg, tmp_path):
     model.eval()  # no dropout: both passes are deterministic
     n = model.n_items
 
-    def fixed_negatives(t):
+    def fixed_negatives(t, item_seq=None):
         neg = t % (n - 1) + 1
         return torch.where(neg == t, neg % (n - 1) + 1, neg)
 

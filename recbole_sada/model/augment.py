@@ -100,13 +100,18 @@ def _as_batch_rate(rate: RateLike, batch_size: int, device) -> Tensor:
     return r
 
 
-def num_augmented(rate: RateLike, item_seq_len: Tensor, min_count: int = 0) -> Tensor:
-    """Number of positions an operator touches: ``ceil(rate * len)``.
+ROUNDINGS = ("ceil", "official")
+
+
+def num_augmented(rate: RateLike, item_seq_len: Tensor, min_count: int = 0, rounding: str = "ceil") -> Tensor:
+    """Number of positions an operator touches: ``ceil(rate * len)``, or ``int(rate * len)``
+    (``rounding="official"``: the BASRec code's ``int()``, i.e. floor for positive rates).
 
     Args:
         rate: float or ``(B,)`` operator rate.
         item_seq_len: ``(B,)`` real lengths.
-        min_count: lower clamp (1 for M-Reorder, 0 for M-Substitute).
+        min_count: lower clamp (1 for M-Reorder, 0 for M-Substitute; the official code: 0 and 1).
+        rounding: ``ceil`` or ``official``.
 
     Returns:
         LongTensor ``(B,)`` clamped to ``[min_count, len]``.  A tolerance of
@@ -114,7 +119,12 @@ def num_augmented(rate: RateLike, item_seq_len: Tensor, min_count: int = 0) -> T
     """
     lens = item_seq_len.to(torch.float64)
     r = _as_batch_rate(rate, item_seq_len.shape[0], item_seq_len.device)
-    c = torch.ceil(r * lens - _CEIL_TOL).to(torch.long)
+    if rounding == "ceil":
+        c = torch.ceil(r * lens - _CEIL_TOL).to(torch.long)
+    elif rounding == "official":
+        c = torch.floor(r * lens + _CEIL_TOL).to(torch.long)
+    else:
+        raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
     c = torch.maximum(c, torch.full_like(c, min_count))
     return torch.minimum(c, item_seq_len.to(torch.long))
 
@@ -148,6 +158,7 @@ def m_reorder(
     item_seq_len: Tensor,
     rate: RateLike,
     generator: Optional[torch.Generator] = None,
+    rounding: str = "ceil",
 ) -> Tensor:
     """Shuffle one random contiguous window of the real part of every row.
 
@@ -155,6 +166,10 @@ def m_reorder(
     is uniform in ``[0, len - c]``, so it lies inside the real part; the
     window content is permuted uniformly at random.  ``rate = 0`` gives a
     window of length 1, i.e. the identity.
+
+    ``rounding="official"`` (the BASRec code's ``Reorder``): ``c = int(rate * len)``
+    (possibly 0: the identity), at most ``len - 1``, start uniform in ``[0, len - c - 1]``,
+    so the window never holds the last item.  The paper (Eq. 5) states neither rule.
 
     Implementation: every position gets a sort key, its own index outside the
     window and ``start + u`` (``u ~ U[0,1)``, float64) inside it; a stable
@@ -174,9 +189,13 @@ def m_reorder(
     B, L = item_seq.shape
     device = item_seq.device
     lens = item_seq_len.to(device=device, dtype=torch.long)
-    c = num_augmented(rate, lens, min_count=1)  # (B,)
+    if rounding == "official":
+        c = torch.minimum(num_augmented(rate, lens, 0, rounding), (lens - 1).clamp(min=0))
+        n_starts = (lens - c).clamp(min=1).to(torch.float64)  # the window ends before the last item
+    else:
+        c = num_augmented(rate, lens, min_count=1, rounding=rounding)  # (B,)
+        n_starts = (lens - c + 1).to(torch.float64)
     u_start = _rand((B,), device, generator, dtype=torch.float64)
-    n_starts = (lens - c + 1).to(torch.float64)
     start = torch.minimum(torch.floor(u_start * n_starts).to(torch.long), lens - c)
 
     pos = torch.arange(L, device=device).unsqueeze(0).expand(B, L)
@@ -196,8 +215,13 @@ def m_substitute(
     rate: RateLike,
     sim_table: Tensor,
     generator: Optional[torch.Generator] = None,
+    rounding: str = "ceil",
 ) -> Tensor:
     """Replace ``ceil(rate * len)`` distinct random real positions by similar items.
+
+    ``rounding="official"`` (the BASRec code's ``Substitute``): ``max(int(rate * len), 1)``
+    positions; with a one-column ``sim_table`` (``substitute_topk: 1``) each gets its top-1
+    neighbour, as that code does.
 
     Each chosen position holding item ``i`` gets a uniformly random *valid*
     entry of ``sim_table[i]``; valid means non-zero (0 marks a missing
@@ -220,7 +244,7 @@ def m_substitute(
     B, L = item_seq.shape
     device = item_seq.device
     lens = item_seq_len.to(device=device, dtype=torch.long)
-    c = num_augmented(rate, lens, min_count=0)  # (B,)
+    c = num_augmented(rate, lens, min_count=1 if rounding == "official" else 0, rounding=rounding)  # (B,)
     pos = torch.arange(L, device=device).unsqueeze(0)
     real = pos < lens.unsqueeze(1)
 
@@ -405,6 +429,9 @@ def alw_weights(rate: Tensor, lam: Tensor, eps: float = 1e-6, norm: str = "minma
         products equal) every weight is 1, i.e. the augmented loss is not
         reweighted rather than switched off.
       * the weights are constants of the loss: computed without gradient.
+      * ``norm="log_minmax"`` normalises ``log(w1)`` instead; ``norm="batch_sum"`` returns the
+        batch sum of the min-max weights for every sequence (what the official BASRec code
+        computes, through broadcasting, in place of a per-sequence weighting).
     With SADA, pass the effective lambda (:func:`effective_lambda`) as ``lam``.
 
     Args:
@@ -424,14 +451,19 @@ def alw_weights(rate: Tensor, lam: Tensor, eps: float = 1e-6, norm: str = "minma
             # dominates a plain min-max and sends almost every other weight to ~0; on the log
             # scale the ordering of Eq. 9 is kept and the weights stay spread over [0, 1].
             w1 = torch.log(w1)
-        elif norm != "minmax":
-            raise ValueError(f"unknown ALW normalisation {norm!r}; expected 'minmax' or 'log_minmax'")
+        elif norm not in ("minmax", "batch_sum"):
+            raise ValueError(f"unknown ALW normalisation {norm!r}; expected 'minmax', 'log_minmax' or 'batch_sum'")
         lo, hi = w1.min(), w1.max()
         span = hi - lo
         if not torch.isfinite(span) or span < eps:
             w = torch.ones_like(w1)
         else:
             w = ((w1 - lo) / span).clamp(0.0, 1.0)
+        if norm == "batch_sum":
+            # the official code's effective weighting: its weighted loss multiplies a (B*L,) loss
+            # by a (B, 1) weight, which broadcasts to (B, B*L), so every sequence's loss is
+            # scaled by the *batch sum* of the min-max weights, not by its own weight
+            w = torch.full_like(w, float(w.sum()))
     out_dtype = lam.dtype if lam.is_floating_point() else torch.float32
     return w.to(out_dtype)
 

@@ -9,10 +9,35 @@ Stage 2 loss (Eq. 16), each term the mean over the samples it generates:
 * ``loss_ssa`` (Eq. 4-9, 14): for each operator (M-Reorder, M-Substitute) the item-embedding
   sequence of the augmented copy is mixed with the original, ``E_in = lam E + (1 - lam) E'``,
   ``lam ~ Beta(alpha, alpha)`` per sequence, encoded, and scored against the original targets,
-  each sequence weighted by ALW (Eq. 9).  The mean over the two operators.
+  each sequence weighted by ALW (Eq. 9).  ``n_single_views`` such view sets per step.
 * ``loss_csa`` (Eq. 10-12, 15): encoder outputs of the original sequences are mixed across the
   batch (item-wise weights ``B x T``, feature-wise ``B x D``, both ~ Beta(alpha, alpha)), the
-  positive and negative item embeddings with the same weights, ``n_pairs`` times each.
+  positive and negative item embeddings with the same weights; ``n_item_mixes`` item-wise and
+  ``n_feature_mixes`` feature-wise mixes per step (mix ``i`` of both kinds share one partner draw).
+* ``aug_reduce``: each of the two terms is the ``mean`` over its views / mixes, or their ``sum``.
+
+Paper vs the official code (github.com/KingGugu/BASRec, the runs behind Table 2), both reachable
+by config; ``properties/preset/basrec_official.yaml`` sets the code's values:
+
+=======================  ===================================  =====================================
+                         paper (and this module's defaults)    official code (Beauty README command)
+=======================  ===================================  =====================================
+single-sequence views    one per operator (``single_mode:       ``n_pairs`` 2 x 2 views, a random
+                         all``), ``n_single_views: 1``         operator each: ``single_mode: sample``,
+                                                               ``n_single_views: 4``
+cross mixes              1 item-wise + 1 feature-wise          ``n_whole_level`` 3 + 3
+terms                    ``aug_reduce: mean``                  every term summed, weight 1 (``sum``)
+ALW                      Eq. 9 per sequence (``minmax``;       each view's mean loss x the batch sum
+                         ``log_minmax`` is the default here)   of the min-max weights (``batch_sum``)
+operator counts          ``ceil(rate * len)``                   ``int(rate * len)``; M-Reorder never
+                                                               moves the last item, M-Substitute
+                                                               ``max(int(rate * len), 1)`` top-1
+                                                               (``aug_rounding: official``,
+                                                               ``substitute_topk: 1``)
+=======================  ===================================  =====================================
+
+The official cross mix also mixes with the partner's padding slots where the partner is shorter;
+here the original is kept there (below).
 
 Choices where the paper is silent (and why):
 
@@ -67,10 +92,21 @@ class BASRecMixin:
                 f"need 0 <= rate_min <= rate_max <= 1, got rate_min={self.rate_min}, rate_max={self.rate_max}"
                 " (set --rate_min / --rate_max)"
             )
-        self.n_pairs = int(config["n_pairs"])
+        self.n_single_views = int(config["n_single_views"])
+        self.n_item_mixes, self.n_feature_mixes = int(config["n_item_mixes"]), int(config["n_feature_mixes"])
+        self.aug_reduce = config["aug_reduce"]
+        if self.aug_reduce not in ("mean", "sum"):
+            raise SADAInputError(f"aug_reduce must be 'mean' or 'sum', got {self.aug_reduce!r} (--aug_reduce=mean)")
+        self.aug_rounding = config["aug_rounding"]
+        if self.aug_rounding not in A.ROUNDINGS:
+            raise SADAInputError(f"aug_rounding must be one of {A.ROUNDINGS}, got {self.aug_rounding!r} (--aug_rounding=ceil)")
+        if min(self.n_single_views, self.n_item_mixes, self.n_feature_mixes) < 0:
+            raise SADAInputError("n_single_views, n_item_mixes and n_feature_mixes must be >= 0")
         self.use_single = bool(config["use_single"])
         self.use_alw = bool(config["use_alw"])
         self.alw_norm = config["alw_norm"]
+        if self.alw_norm not in ("minmax", "log_minmax", "batch_sum"):
+            raise SADAInputError(f"alw_norm must be minmax, log_minmax or batch_sum, got {self.alw_norm!r} (--alw_norm=log_minmax)")
         self.use_cross = bool(config["use_cross"])
         self.nonlinear = bool(config["nonlinear"])
         self.single_ops = list(config["single_ops"])
@@ -111,9 +147,9 @@ class BASRecMixin:
     # ------------------------------------------------------------------ augmentation
     def augment_sequence(self, op, item_seq, item_seq_len, rate):
         if op == "reorder":
-            return A.m_reorder(item_seq, item_seq_len, rate)
+            return A.m_reorder(item_seq, item_seq_len, rate, rounding=self.aug_rounding)
         if op == "substitute":
-            return A.m_substitute(item_seq, item_seq_len, rate, self.substitute_table)
+            return A.m_substitute(item_seq, item_seq_len, rate, self.substitute_table, rounding=self.aug_rounding)
         raise ValueError(f"unknown single-sequence operator '{op}' (use reorder, substitute)")
 
     # ------------------------------------------------------------------ augmentation similarity
@@ -131,10 +167,14 @@ class BASRecMixin:
         return stats
 
     def single_augmented_views(self, item_seq, item_seq_len):
-        """Yield ``(name, rate, augmented sequence)``: one view per operator (``single_mode: all``, the
-        paper: one encoder pass each), or one view where each sequence gets one operator drawn
-        uniformly (``single_mode: sample``: one encoder pass, every operator still trained on
-        ~1/len(single_ops) of the batch)."""
+        """Yield ``(name, rate, augmented sequence)``, ``n_single_views`` times a view set: one view
+        per operator (``single_mode: all``, the paper: one encoder pass each), or one view where each
+        sequence gets one operator drawn uniformly (``single_mode: sample``: one encoder pass, every
+        operator still trained on ~1/len(single_ops) of the batch; the official code's views)."""
+        for _ in range(self.n_single_views):
+            yield from self._one_view_set(item_seq, item_seq_len)
+
+    def _one_view_set(self, item_seq, item_seq_len):
         B = item_seq.size(0)
         if self.single_mode == "all" or len(self.single_ops) == 1:
             for op in self.single_ops:  # a generator: the caller's draws interleave as in a plain loop
@@ -167,7 +207,11 @@ class BASRecMixin:
             if H is not None:
                 self._record_similarity(op, H, H_in, mask)
             losses.append(self.rec_loss(H_in, targets, mask, weight=weight, negatives=negatives))
-        return sum(losses) / len(losses)
+        return self.reduce_terms(losses)
+
+    def reduce_terms(self, losses):
+        """``aug_reduce``: the mean of the augmentation terms (default) or their sum (official code)."""
+        return sum(losses) if self.aug_reduce == "sum" else sum(losses) / len(losses)
 
     def partner_positions(self, mask, perm):
         """For each (row, position) the partner's position aligned at the last item, and validity."""
@@ -180,9 +224,12 @@ class BASRecMixin:
 
     def cross_sequence_loss(self, interaction, H, targets, mask, negatives):
         B, T, D = H.shape
-        modes = ["item", "feature"] if self.nonlinear else ["linear"]
         losses = []
-        for _ in range(self.n_pairs):
+        for i in range(max(self.n_item_mixes, self.n_feature_mixes)):
+            if self.nonlinear:
+                modes = [m for m, n in (("item", self.n_item_mixes), ("feature", self.n_feature_mixes)) if i < n]
+            else:  # w/o NL: one linear mix per slot
+                modes = ["linear"]
             perm = self.cross_partners(interaction, B, H.device)
             idx, valid = self.partner_positions(mask, perm)
             gather = lambda X: X[perm].gather(1, idx.unsqueeze(-1).expand(-1, -1, X.size(-1)))  # noqa: E731
@@ -205,7 +252,7 @@ class BASRecMixin:
                     neg_mix = lam * neg + (1 - lam) * gather(neg)
                     loss = self.rec_loss(H_mix, pos_mix, mask, negatives=neg_mix)
                 losses.append(loss)
-        return sum(losses) / len(losses)
+        return self.reduce_terms(losses)
 
     # ------------------------------------------------------------------ loss
     def calculate_loss(self, interaction):
@@ -213,14 +260,14 @@ class BASRecMixin:
         E = self.embed_items(item_seq)
         H_all = self.encode_grouped(E, item_seq, item_seq_len)
         H = self.select_outputs(H_all, item_seq_len, targets)
-        negatives = None if self.loss_type == "CE" else self.sample_negatives(targets)
+        negatives = None if self.loss_type == "CE" else self.sample_negatives(targets, item_seq)
         loss_main = self.rec_loss(H, targets, mask, negatives=negatives) + self.regularization()
         if self.train_stage == 1:
             return {"loss_main": loss_main}
         losses = {"loss_main": loss_main}
-        if self.use_single and self.single_ops:
+        if self.use_single and self.single_ops and self.n_single_views > 0:
             losses["loss_ssa"] = self.single_sequence_loss(E, item_seq, item_seq_len, targets, mask, negatives, H)
-        if self.use_cross and self.n_pairs > 0:
+        if self.use_cross and max(self.n_item_mixes, self.n_feature_mixes) > 0:
             losses["loss_csa"] = self.cross_sequence_loss(interaction, H, targets, mask, negatives)
         return losses
 

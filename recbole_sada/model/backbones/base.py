@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD
+from recbole_sada.errors import SADAInputError
 from recbole_sada.model.backbones.grouping import gather_last, grouped_encode
 
 
@@ -49,6 +50,10 @@ class SeqBackboneMixin:
         self.train_mode = config["train_mode"] or "prefix"
         self.train_stage = 2
         self.grouped_encoding = config["grouped_encoding"] is not False
+        self.neg_exclude = config["neg_exclude"] or "target"
+        if self.neg_exclude not in ("target", "history"):
+            raise SADAInputError(f"neg_exclude must be 'target' or 'history', got {self.neg_exclude!r} (--neg_exclude=target)")
+        self.eval_mask_history = bool(config["eval_mask_history"])
         overhead = config["group_overhead"]
         self.group_overhead = float("inf") if overhead is None else float(overhead)
 
@@ -104,11 +109,26 @@ class SeqBackboneMixin:
             return H
         return self.gather_indexes(H, item_seq_len - 1).unsqueeze(1)
 
-    def sample_negatives(self, targets):
-        """One uniform random negative item per target (resampled once where it hits the target)."""
+    def sample_negatives(self, targets, item_seq=None):
+        """One uniform random negative item per target.
+
+        ``neg_exclude: target`` (default): resampled once where it hits its target.
+        ``neg_exclude: history``: outside the row's training items (its input sequence and its
+        targets; resampled until none is left, at most 20 rounds).  Only training items are
+        consulted: the official BASRec / S3-Rec code draws outside the user's *whole* item set,
+        valid and test items included, which lets the labels shape training mildly.
+        """
         neg = torch.randint(1, self.n_items, targets.shape, device=targets.device)
-        clash = neg == targets
-        if clash.any():
+        if self.neg_exclude == "target":
+            clash = neg == targets
+            if clash.any():
+                neg[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=targets.device)
+            return neg
+        history = targets if item_seq is None else torch.cat([item_seq, targets], dim=1)  # (B, H)
+        for _ in range(20):
+            clash = (neg.unsqueeze(-1) == history.unsqueeze(1)).any(-1)
+            if not clash.any():
+                break
             neg[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=targets.device)
         return neg
 
@@ -147,7 +167,8 @@ class SeqBackboneMixin:
     def calculate_loss(self, interaction):
         item_seq, item_seq_len, targets, mask = self.training_batch(interaction)
         H = self.encode_grouped(self.embed_items(item_seq), item_seq, item_seq_len)
-        loss = self.rec_loss(self.select_outputs(H, item_seq_len, targets), targets, mask)
+        negatives = None if self.loss_type == "CE" else self.sample_negatives(targets, item_seq)
+        loss = self.rec_loss(self.select_outputs(H, item_seq_len, targets), targets, mask, negatives=negatives)
         return loss + self.regularization()
 
     # ----------------------------------------------------------------- inference
@@ -156,6 +177,17 @@ class SeqBackboneMixin:
         test_item_emb = self.item_vectors(interaction[self.ITEM_ID])
         return (seq_output * test_item_emb).sum(dim=-1)
 
-    def full_sort_predict(self, interaction):
+    def full_sort_scores(self, interaction):
+        """(B, n_items) scores of every item (a backbone with an output bias overrides this)."""
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return seq_output @ self.output_item_embedding().t()
+
+    def full_sort_predict(self, interaction):
+        """Full-ranking scores; with ``eval_mask_history`` the items of the user's input sequence
+        get ``-inf`` (never ranked), as the S3-Rec / BASRec code does at valid and test time (it
+        sets them to 0 and reads the whole history; here the input window of
+        ``MAX_ITEM_LIST_LENGTH`` items is masked).  Off = RecBole's protocol."""
+        scores = self.full_sort_scores(interaction)
+        if self.eval_mask_history and not self.training:
+            scores = scores.scatter(1, interaction[self.ITEM_SEQ], float("-inf"))
+        return scores

@@ -124,6 +124,6 @@ class BERT4Rec(SeqBackboneMixin, RecBoleBERT4Rec):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return (seq_output * self.output_item_embedding()[item]).sum(dim=-1) + self.output_bias[item]
 
-    def full_sort_predict(self, interaction):
+    def full_sort_scores(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return seq_output @ self.output_item_embedding().t() + self.output_bias
