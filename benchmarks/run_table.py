@@ -364,9 +364,17 @@ def main(argv=None):
                         help="the first model is trained first; every other row starts stage 2 from its best "
                              "checkpoint of the same seed (the BASRec paper's protocol: augmentation fine-tunes a "
                              "trained backbone)")
+    parser.add_argument("--preset", default=None,
+                        help="a yaml of settings (e.g. properties/preset/basrec_official.yaml) above the budget, "
+                             "below --key=value and the variants' own keys; its values enter the cache key")
     args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)
-    cfg = {**BUDGETS[args.budget], **overrides}
+    preset = {}
+    if args.preset:
+        import yaml
+
+        preset = yaml.safe_load(Path(args.preset).read_text()) or {}
+    cfg = {**BUDGETS[args.budget], **preset, **overrides}
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(model, seed) for model in args.models for seed in args.seeds]
     results = {}
@@ -397,7 +405,7 @@ def main(argv=None):
     runs = {model: [results[(model, seed)] for seed in args.seeds] for model in args.models}
     command = "python benchmarks/run_table.py " + shlex.join(argv)
     title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
-    text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, overrides, command, args.jobs,
+    text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, {**preset, **overrides}, command, args.jobs,
                   pretrain_from_first=args.pretrain_from_first)
     output = Path(args.output or f"results/{args.dataset}.md")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
