@@ -33,7 +33,7 @@ from recbole_sada.trainer import SADATrainer  # noqa: E402
 from recbole_sada.utils import get_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run_table import write_section  # noqa: E402
+from run_table import split_variant, write_section  # noqa: E402
 
 
 def time_trainer(trainer_cls, model, config, train_data, n_batches):
@@ -77,14 +77,16 @@ BEAUTY_TXT = ROOT.parent / "shared" / "datasets" / "s3rec" / "Beauty.txt"
 
 def build_model(name, dataset, train, extra):
     """Config + model for ``name`` (``Model@preset``: with ``properties/preset/<preset>.yaml``) on
-    an already built dataset (the data is shared by all models; timing keys override the preset)."""
+    an already built dataset (``Model@preset[key=value,...]`` also takes keys; the data is shared by
+    all models; timing keys override the preset)."""
     from recbole.utils import init_seed
 
     from recbole_sada.config import build_config
 
+    name, variant = split_variant(name)
     name, _, preset = name.partition("@")
     files = [str(PRESETS / f"{preset}.yaml")] if preset else None
-    config = build_config(name, dataset, config_file_list=files, config_dict=extra)
+    config = build_config(name, dataset, config_file_list=files, config_dict={**variant, **extra})
     init_seed(config["seed"], True)
     return config, get_model(name)(config, train._dataset)
 
@@ -200,6 +202,7 @@ def main():
     parser.add_argument("--overhead_sweep", action="store_true")
     parser.add_argument("--overheads", nargs="+", default=["padded", "0", "16", "64", "256", "1024", "inf"])
     parser.add_argument("--recbole_compare", action="store_true")
+    parser.add_argument("--title", default=None, help="section title of the table (default: by dataset)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
@@ -246,7 +249,7 @@ def main():
                   f"is {flops / 1e9:.1f} GFLOP (dense layers, causal attention, BCE dots; embeddings and "
                   f"optimizer not counted), so the grouped epoch runs at {flops / seconds / 1e9:.2f} GFLOP/s."]
     lines += ["", f"Reproduce: `{command}`"]
-    write_md(args.output, f"Length-grouped encoding on {args.dataset}", lines)
+    write_md(args.output, args.title or f"Length-grouped encoding on {args.dataset}", lines)
     print("\n".join(lines))
 
 

@@ -218,3 +218,51 @@ def test_official_preset_trains(small_cfg):
     result = run_recbole_sada("BASRecSASRec", "tiny", config_file_list=[PRESET],
                               config_dict={**small_cfg, "epochs": 1, "valid_start_epoch": 0})
     assert set(result["trainer"].loss_names) == {"loss_main", "loss_ssa", "loss_csa"}
+
+
+def test_single_batched_is_the_same_function(small_cfg):
+    """All views in one encoder call = one call per view (eval mode: the same draws, no dropout)."""
+    out = {}
+    batch = None
+    for batched in (False, True):
+        net, train = build(small_cfg, "BASRecSASRec", single_mode="sample", n_single_views=3, single_batched=batched)
+        net.eval()
+        batch = batch or next(iter(train))
+        net.zero_grad()
+        torch.manual_seed(0)
+        losses = net.calculate_loss(batch)
+        sum(losses.values()).backward()
+        out[batched] = (losses["loss_ssa"].item(), net.item_embedding.weight.grad.clone())
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-5)
+    assert torch.allclose(out[True][1], out[False][1], atol=1e-6, rtol=1e-4)
+
+
+def test_cross_mix_on_real_positions_equals_the_dense_computation(small_cfg, monkeypatch):
+    """loss_csa computed on the flat list of real targets = the (B, T, D) computation of Eq. 10-12
+    (same draws), written out densely here."""
+    net, train = build(small_cfg, "BASRecSASRec", n_item_mixes=2, n_feature_mixes=1)
+    net.eval()
+    batch = next(iter(train))
+    item_seq, item_seq_len, targets, mask = net.training_batch(batch)
+    H = net.select_outputs(net.encode(net.embed_items(item_seq), item_seq, item_seq_len), item_seq_len, targets)
+    negatives = net.sample_negatives(targets, item_seq)
+    torch.manual_seed(9)
+    ours = net.cross_sequence_loss(batch, H, targets, mask, negatives)
+
+    torch.manual_seed(9)
+    B, T, D = H.shape
+    table = net.item_embedding.weight
+    terms = []
+    for i in range(2):
+        perm = net.cross_partners(batch, B, H.device)
+        idx, valid = net.partner_positions(mask, perm)
+        gather = lambda X: X[perm].gather(1, idx.unsqueeze(-1).expand(-1, -1, X.size(-1)))  # noqa: E731
+        for mode in (["item", "feature"] if i == 0 else ["item"]):
+            lam = A.mixup_weights(mode, B, T, D, net.alpha)
+            lam = torch.where(valid.unsqueeze(-1), lam.expand(B, T, D), torch.ones_like(H))
+            h = lam * H + (1 - lam) * gather(H)
+            pos = lam * table[targets] + (1 - lam) * gather(table[targets])
+            neg = lam * table[negatives] + (1 - lam) * gather(table[negatives])
+            per = torch.nn.functional.softplus(-(h * pos).sum(-1)) + torch.nn.functional.softplus((h * neg).sum(-1))
+            terms.append(per[mask].mean())
+    assert ours.item() == pytest.approx((sum(terms) / len(terms)).item(), rel=1e-5)

@@ -95,6 +95,7 @@ class BASRecMixin:
         self.n_single_views = int(config["n_single_views"])
         self.n_item_mixes, self.n_feature_mixes = int(config["n_item_mixes"]), int(config["n_feature_mixes"])
         self.aug_reduce = config["aug_reduce"]
+        self.single_batched = bool(config["single_batched"])
         if self.aug_reduce not in ("mean", "sum"):
             raise SADAInputError(f"aug_reduce must be 'mean' or 'sum', got {self.aug_reduce!r} (--aug_reduce=mean)")
         self.aug_rounding = config["aug_rounding"]
@@ -192,14 +193,27 @@ class BASRecMixin:
         yield "single", rate, aug
 
     def single_sequence_loss(self, E, item_seq, item_seq_len, targets, mask, negatives, H=None):
+        """``loss_ssa``.  With ``single_batched`` every view of the step goes through the encoder in
+        one call (views stacked along the batch: larger matmuls, a fraction of the kernel launches;
+        the same function, but the dropout masks and augmentation draws come in a different order,
+        so a seed gives other numbers than the one-pass-per-view loop)."""
         B = item_seq.size(0)
         seq_mask = item_seq > 0
-        losses = []
+        views = []
         for op, rate, aug_seq in self.single_augmented_views(item_seq, item_seq_len):
             lam = A.sample_lambda(B, self.alpha, item_seq.device)
             relevance = self.single_relevance(item_seq, aug_seq)
             E_in, share = A.mix_representations(E, self.embed_items(aug_seq), lam, relevance, seq_mask)
-            H_in = self.encode_grouped(E_in, item_seq, item_seq_len)
+            if not self.single_batched:
+                views.append((op, rate, share, self.encode_grouped(E_in, item_seq, item_seq_len)))
+            else:
+                views.append((op, rate, share, E_in))
+        if self.single_batched and views:
+            n = len(views)
+            H_all = self.encode_grouped(torch.cat([v[3] for v in views]), item_seq.repeat(n, 1), item_seq_len.repeat(n))
+            views = [(op, rate, share, H_v) for (op, rate, share, _), H_v in zip(views, H_all.chunk(n))]
+        losses = []
+        for op, rate, share, H_in in views:
             weight = None
             if self.use_alw:
                 weight = A.alw_weights(rate, A.effective_lambda(share, item_seq_len), norm=self.alw_norm).to(E.dtype)
@@ -223,7 +237,17 @@ class BASRecMixin:
         return idx.clamp(0, T - 1), valid
 
     def cross_sequence_loss(self, interaction, H, targets, mask, negatives):
+        """``loss_csa``.  The weights are drawn for the whole (B, T) grid as the equations read,
+        but the mixing itself runs on the real targets only (a flat (N, D) list of the positions
+        under ``mask``): the same numbers, without the padding (8.7x the real items on Beauty)."""
         B, T, D = H.shape
+        rows, cols = mask.nonzero(as_tuple=True)
+        N = rows.numel()
+        H_r = H[rows, cols]
+        ones = torch.ones(1, N, dtype=torch.bool, device=H.device)
+        tgt_r = targets[rows, cols]
+        if self.loss_type != "CE":
+            pos_r, neg_r = self.item_vectors(tgt_r), self.item_vectors(negatives[rows, cols])
         losses = []
         for i in range(max(self.n_item_mixes, self.n_feature_mixes)):
             if self.nonlinear:
@@ -232,25 +256,28 @@ class BASRecMixin:
                 modes = ["linear"]
             perm = self.cross_partners(interaction, B, H.device)
             idx, valid = self.partner_positions(mask, perm)
-            gather = lambda X: X[perm].gather(1, idx.unsqueeze(-1).expand(-1, -1, X.size(-1)))  # noqa: E731
-            H_p = gather(H)
             tgt_p = targets[perm].gather(1, idx)
             relevance = self.cross_relevance(targets, tgt_p)
+            p_rows, p_cols, v = perm[rows], idx[rows, cols], valid[rows, cols].unsqueeze(-1)
+            H_p = H[p_rows, p_cols]
             for mode in modes:
                 lam = A.mixup_weights(mode, B, T, D, self.alpha, H.device, relevance=relevance if mode == "item" else None)
-                lam = torch.where(valid.unsqueeze(-1), lam.expand(B, T, D), torch.ones_like(H))
-                H_mix = lam * H + (1 - lam) * H_p
-                self._record_similarity(f"cross_{mode}", H, H_mix, mask)
+                lam = torch.where(v, lam.expand(B, T, D)[rows, cols], torch.ones_like(H_r))
+                H_mix = lam * H_r + (1 - lam) * H_p
+                self._record_similarity(f"cross_{mode}", H_r.unsqueeze(0), H_mix.unsqueeze(0), ones)
                 if self.loss_type == "CE":
-                    lam_t = lam.mean(-1)
-                    loss = self.rec_loss(H_mix, targets, mask, target_weight=lam_t) + self.rec_loss(
-                        H_mix, tgt_p.masked_fill(~valid, 0).clamp(min=0), mask & valid, target_weight=1 - lam_t
-                    ) * (mask & valid).sum() / mask.sum().clamp(min=1)
+                    lam_t = lam.mean(-1).unsqueeze(0)
+                    v_t = v.view(1, N)
+                    loss = self.rec_loss(H_mix.unsqueeze(0), tgt_r.unsqueeze(0), ones, target_weight=lam_t) + self.rec_loss(
+                        H_mix.unsqueeze(0), tgt_p[rows, cols].masked_fill(~v.squeeze(-1), 0).clamp(min=0).unsqueeze(0),
+                        v_t, target_weight=1 - lam_t
+                    ) * v_t.sum() / max(N, 1)
                 else:
-                    pos, neg = self.item_vectors(targets), self.item_vectors(negatives)
-                    pos_mix = lam * pos + (1 - lam) * gather(pos)
-                    neg_mix = lam * neg + (1 - lam) * gather(neg)
-                    loss = self.rec_loss(H_mix, pos_mix, mask, negatives=neg_mix)
+                    pos_p = self.item_vectors(targets[p_rows, p_cols])
+                    neg_p = self.item_vectors(negatives[p_rows, p_cols])
+                    pos_mix = lam * pos_r + (1 - lam) * pos_p
+                    neg_mix = lam * neg_r + (1 - lam) * neg_p
+                    loss = self.rec_loss(H_mix.unsqueeze(0), pos_mix.unsqueeze(0), ones, negatives=neg_mix.unsqueeze(0))
                 losses.append(loss)
         return self.reduce_terms(losses)
 
