@@ -225,7 +225,9 @@ def main():
              f"the models' default settings; `@basrec_official` = `properties/preset/basrec_official.yaml`: 4 single views, "
              f"3 + 3 cross mixes, as the official code), {machine(args.threads)}.  One process: each model trains one "
              "epoch padded (`grouped_encoding: False`) and one length-grouped (same seed, same batches), "
-             "then runs one full-ranking validation pass each way.", "",
+             "then runs one full-ranking validation pass each way"
+             + (f"; training epochs extrapolated from the first {args.batches} batches" if args.batches else "")
+             + ".", "",
              "| model | train epoch padded (s) | grouped (s) | speed-up | valid pass padded (s) | grouped (s) | speed-up | valid metrics identical |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
