@@ -12,9 +12,9 @@ optimiser step is left out: its dense update of the item table costs the same fo
 * ``SADASASRec, whole table per loss term``: the path before, which fused all items in every
   ``rec_loss`` / cross-mix call (``BASRecMixin.calculate_loss`` on the SADA model).
 
-Catalogues larger than Beauty's are synthetic: the item table and the semantic vectors are
+Catalogues larger than the dataset's are synthetic: the item table and the semantic vectors are
 extended with random rows (unseen items, gate 1) and negatives are drawn from the whole catalogue;
-the batches and everything else are Beauty's.
+the batches and everything else are the dataset's.
 """
 import argparse
 import os
@@ -107,9 +107,10 @@ def main():
     lines = [
         "## SADA's fused item table vs catalogue size",
         "",
-        f"Forward + backward of one training step (median of {args.steps} Beauty batches of 256 users, stage 2, "
-        f"BCE, `train_mode: sequence`, default BASRec/SADA settings, grouped encoding), {cpu}.  Catalogues "
-        "beyond Beauty's 12,102 ids are Beauty plus random unseen items (negatives from the whole catalogue).",
+        f"Forward + backward of one training step (median of {args.steps} `{args.dataset}` batches of 256 users, "
+        f"stage 2, BCE, `train_mode: sequence`, default BASRec/SADA settings, grouped encoding; the optimiser step "
+        f"left out), {cpu}.  Catalogues beyond the dataset's {rows[0][0]:,} ids are the dataset plus random unseen "
+        "items (negatives from the whole catalogue).",
         "",
         "| items | BASRecSASRec (s) | SADASASRec (s) | ratio to BASRec | SADA, whole table per loss term (s) | ratio to BASRec |",
         "|---|---|---|---|---|---|",

@@ -41,6 +41,7 @@ BUDGETS = {
     "full": {"epochs": 500, "stage1_epochs": 50, "train_mode": "sequence", "stopping_step": 20},
 }
 METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20"]
+VALID_METRIC = "NDCG@10"  # the label of the valid curves (main() sets it from the run's valid_metric)
 
 
 def parse_overrides(rest):
@@ -187,7 +188,7 @@ def time_to_quality(models, runs, pretrain_from_first=False):
     if not all(r.get("valid_curve") for m in models for r in runs[m]):
         return None
     ref = np.mean([max(v for _, v, _ in r["valid_curve"]) for r in runs[models[0]]])
-    lines = [f"Epochs / training minutes until valid NDCG@10 first reaches a share of {models[0]}'s best "
+    lines = [f"Epochs / training minutes until valid {VALID_METRIC} first reaches a share of {models[0]}'s best "
              f"({ref:.4f}); mean over the seeds that reach it (how many in brackets)"
              + (f"; a fine-tuned row counts {models[0]}'s epochs and time before its own" if pretrain_from_first else "")
              + ":", "",
@@ -249,7 +250,7 @@ def plot_curves(runs, models, path, pretrain_from_first=False):
         epochs = np.array([c[0] for c in runs[model][0]["valid_curve"][:n]]) + 1 + offset
         ax.plot(epochs, scores.mean(0), label=model)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("valid NDCG@10")
+    ax.set_ylabel(f"valid {VALID_METRIC}")
     return _save(fig, ax, path)
 
 
@@ -375,6 +376,8 @@ def main(argv=None):
 
         preset = yaml.safe_load(Path(args.preset).read_text()) or {}
     cfg = {**BUDGETS[args.budget], **preset, **overrides}
+    global VALID_METRIC
+    VALID_METRIC = cfg.get("valid_metric", "NDCG@10")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(model, seed) for model in args.models for seed in args.seeds]
     results = {}
@@ -414,7 +417,7 @@ def main(argv=None):
         text = text.replace("\nReproduce:", f"\n![NDCG@10 by group]({png.name})\n\nReproduce:", 1)
     curves = plot_curves(runs, args.models, output.parent / f"{output.stem}-{slug}-valid.png", args.pretrain_from_first)
     if curves:
-        text = text.replace("\nReproduce:", f"\n![valid NDCG@10 per epoch]({curves.name})\n\nReproduce:", 1)
+        text = text.replace("\nReproduce:", f"\n![valid {VALID_METRIC} per epoch]({curves.name})\n\nReproduce:", 1)
     write_section(output, title, text)
     print(text)
     return 0
