@@ -61,6 +61,16 @@ def parse_overrides(rest):
     return out
 
 
+def run_settings(budget, preset_path, overrides):
+    """(preset, cfg): the settings of every run, lowest first: budget < preset yaml < --key=value."""
+    preset = {}
+    if preset_path:
+        import yaml
+
+        preset = yaml.safe_load(Path(preset_path).read_text()) or {}
+    return preset, {**BUDGETS[budget], **preset, **overrides}
+
+
 def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
     """Run one model once and dump its results as json (called in a subprocess).
 
@@ -370,12 +380,7 @@ def main(argv=None):
                              "below --key=value and the variants' own keys; its values enter the cache key")
     args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)
-    preset = {}
-    if args.preset:
-        import yaml
-
-        preset = yaml.safe_load(Path(args.preset).read_text()) or {}
-    cfg = {**BUDGETS[args.budget], **preset, **overrides}
+    preset, cfg = run_settings(args.budget, args.preset, overrides)
     global VALID_METRIC
     VALID_METRIC = cfg.get("valid_metric", "NDCG@10")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)

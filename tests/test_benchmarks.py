@@ -45,3 +45,12 @@ def test_plots_are_written(tmp_path):
     curves = run_table.plot_curves(runs, ["A", "B"], tmp_path / "c.png", pretrain_from_first=True)
     bars = run_table.plot_groups(runs, ["A", "B"], tmp_path / "g.png")
     assert curves.stat().st_size > 1000 and bars.stat().st_size > 1000
+
+
+def test_preset_sits_between_budget_and_overrides_and_enters_the_key():
+    preset_file = ROOT / "properties" / "preset" / "basrec_official.yaml"
+    preset, cfg = run_table.run_settings("full", str(preset_file), {"epochs": 7})
+    assert preset["n_single_views"] == 4 and cfg["n_single_views"] == 4
+    assert cfg["epochs"] == 7 and cfg["stage1_epochs"] == preset["stage1_epochs"] == 0  # preset over budget
+    _, plain = run_table.run_settings("full", None, {"epochs": 7})
+    assert run_table.run_key("BASRecSASRec", "beauty", 1, cfg)[2] != run_table.run_key("BASRecSASRec", "beauty", 1, plain)[2]
