@@ -50,6 +50,9 @@ class SADATrainer(Trainer):
         self.stage1_epochs = int(config["stage1_epochs"] or 0) if two_stage else 0
         self.pretrained_path = config["pretrained_path"]
         self.stage = 2 if (self.pretrained_path or self.stage1_epochs == 0) else 1
+        start = config["valid_start_epoch"] or 0
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise SADAInputError(f"valid_start_epoch must be an integer >= 0, got {start!r} (--valid_start_epoch=0)")
         self.loss_names = None
         self.epoch_times = []
         self.stage1_model_file = None

@@ -137,7 +137,8 @@ def test_sum_is_n_times_mean(small_cfg):
 
 
 @pytest.mark.parametrize("key,value", [("aug_reduce", "max"), ("alw_norm", "sum"), ("aug_rounding", "floor"),
-                                       ("n_item_mixes", -1), ("neg_exclude", "all"), ("position_from", "middle")])
+                                       ("n_item_mixes", -1), ("neg_exclude", "all"), ("position_from", "middle"),
+                                       ("group_overhead", -5), ("group_overhead", "many")])
 def test_bad_values_are_input_errors(small_cfg, key, value):
     from recbole_sada.errors import SADAInputError
 
@@ -266,3 +267,14 @@ def test_cross_mix_on_real_positions_equals_the_dense_computation(small_cfg, mon
             per = torch.nn.functional.softplus(-(h * pos).sum(-1)) + torch.nn.functional.softplus((h * neg).sum(-1))
             terms.append(per[mask].mean())
     assert ours.item() == pytest.approx((sum(terms) / len(terms)).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("value", [-1, "abc", 2.5])
+def test_bad_valid_start_epoch_is_an_input_error(small_cfg, value):
+    from recbole_sada.errors import SADAInputError
+    from recbole_sada.trainer import SADATrainer
+
+    net, _ = build(small_cfg, "SASRec")
+    config = build_config("SASRec", "tiny", config_dict={**small_cfg, "valid_start_epoch": value})
+    with pytest.raises(SADAInputError, match="valid_start_epoch"):
+        SADATrainer(config, net)

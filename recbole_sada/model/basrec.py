@@ -246,8 +246,9 @@ class BASRecMixin:
         H_r = H[rows, cols]
         ones = torch.ones(1, N, dtype=torch.bool, device=H.device)
         tgt_r = targets[rows, cols]
-        if self.loss_type != "CE":
-            pos_r, neg_r = self.item_vectors(tgt_r), self.item_vectors(negatives[rows, cols])
+        if self.loss_type != "CE":  # one lookup per step; every mix indexes these grids
+            pos_grid, neg_grid = self.item_vectors(targets), self.item_vectors(negatives)
+            pos_r, neg_r = pos_grid[rows, cols], neg_grid[rows, cols]
         losses = []
         for i in range(max(self.n_item_mixes, self.n_feature_mixes)):
             if self.nonlinear:
@@ -273,8 +274,7 @@ class BASRecMixin:
                         v_t, target_weight=1 - lam_t
                     ) * v_t.sum() / max(N, 1)
                 else:
-                    pos_p = self.item_vectors(targets[p_rows, p_cols])
-                    neg_p = self.item_vectors(negatives[p_rows, p_cols])
+                    pos_p, neg_p = pos_grid[p_rows, p_cols], neg_grid[p_rows, p_cols]
                     pos_mix = lam * pos_r + (1 - lam) * pos_p
                     neg_mix = lam * neg_r + (1 - lam) * neg_p
                     loss = self.rec_loss(H_mix.unsqueeze(0), pos_mix.unsqueeze(0), ones, negatives=neg_mix.unsqueeze(0))

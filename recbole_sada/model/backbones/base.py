@@ -55,7 +55,12 @@ class SeqBackboneMixin:
             raise SADAInputError(f"neg_exclude must be 'target' or 'history', got {self.neg_exclude!r} (--neg_exclude=target)")
         self.eval_mask_history = bool(config["eval_mask_history"])
         overhead = config["group_overhead"]
-        self.group_overhead = float("inf") if overhead is None else float(overhead)
+        try:
+            self.group_overhead = float("inf") if overhead is None else float(overhead)
+        except (TypeError, ValueError):
+            self.group_overhead = -1.0
+        if not self.group_overhead >= 0:
+            raise SADAInputError(f"group_overhead must be a number >= 0 (tokens per extra group), got {overhead!r} (--group_overhead=256)")
 
     def regularization(self):
         """Extra loss terms of the backbone (e.g. NextItNet's L2 on its residual blocks)."""
