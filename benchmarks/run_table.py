@@ -9,6 +9,8 @@ Each (model, seed) runs in its own process, so peak memory is that run's.  The t
 epoch time and peak memory with their ratio to the first model (the backbone) measured in the same
 invocation, a paired t-test against the first model, the machine, the budget and the command.
 A section with the same title in the output file is replaced; other sections are kept.
+Finished runs are kept in ``log/benchmarks`` (with checkpoints) and in the committed
+``results/runs/<dataset>/`` (results and settings only), keyed by the full configuration.
 """
 import argparse
 import ast
@@ -122,21 +124,42 @@ def checkpoint_path(log_dir, model, dataset, seed, key):
     return Path(log_dir) / "checkpoints" / f"{model}-{dataset}-{seed}-{key}.pth"
 
 
-def run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pretrained=None):
+def stored_path(store, model, dataset, seed, key):
+    return Path(store) / dataset / f"{model}-{seed}-{key}.json" if store else None
+
+
+def cached_result(spec, dataset, seed, overrides, log_dir, store=None, pretrained_from=None, need_checkpoint=False):
+    """The finished result of one run, or None: from ``log_dir`` (with its checkpoint when
+    ``need_checkpoint``) or else, when no checkpoint is needed, from the committed ``store``."""
+    model, _, key = run_key(spec, dataset, seed, overrides, pretrained_from)
+    local = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.json"
+    ckpt = checkpoint_path(log_dir, model, dataset, seed, key)
+    candidates = [local] if need_checkpoint else [local, stored_path(store, model, dataset, seed, key)]
+    for path in candidates:
+        if path is not None and path.is_file() and (not need_checkpoint or ckpt.is_file()):
+            data = json.loads(path.read_text())
+            data["key"] = key
+            return data
+    return None
+
+
+def run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pretrained=None, store=None):
     """Run (or reuse the cached result of) one model on one seed; cache key = the full config.
 
     ``keep_checkpoint``: keep the best checkpoint next to the cached result.  ``pretrained``: the
     (key, checkpoint) of a backbone run this run starts from (stage 2 only, ``stage1_epochs: 0``).
+    ``store``: a committed folder (``results/runs``) where every finished result is also written,
+    with the settings that made it, so rows and seeds can be added later on another checkout.
     """
     model, cfg, key = run_key(spec, dataset, seed, overrides, pretrained[0] if pretrained else None)
+    data = cached_result(spec, dataset, seed, overrides, log_dir, store, pretrained[0] if pretrained else None,
+                         need_checkpoint=keep_checkpoint)
+    if data is not None:
+        return data
     if pretrained:
         cfg = {**cfg, "pretrained_path": str(pretrained[1]), "stage1_epochs": 0}
     cached = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.json"
     ckpt = checkpoint_path(log_dir, model, dataset, seed, key) if keep_checkpoint else None
-    if cached.is_file() and (ckpt is None or ckpt.is_file()):
-        data = json.loads(cached.read_text())
-        data["key"] = key
-        return data
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out] + ([str(ckpt)] if ckpt else [])
@@ -151,8 +174,23 @@ def run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pret
     os.unlink(out)
     data["wall"] = time.time() - start
     cached.write_text(json.dumps(data))
+    store_result(store, spec, dataset, seed, overrides, data, pretrained[0] if pretrained else None)
     data["key"] = key
     return data
+
+
+def store_result(store, spec, dataset, seed, overrides, data, pretrained_from=None):
+    """Write one finished result into the committed store, with what made it (no local paths)."""
+    if not store:
+        return None
+    model, cfg, key = run_key(spec, dataset, seed, overrides, pretrained_from)
+    path = stored_path(store, model, dataset, seed, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"spec": spec, "model": model, "dataset": dataset, "seed": seed, "config": cfg,
+              "pretrained_from": pretrained_from, "machine": machine(),
+              **{k: v for k, v in data.items() if k != "key"}}
+    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    return path
 
 
 def mean_std(values):
@@ -369,6 +407,10 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="markdown file (default results/<dataset>.md)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--log_dir", default="log/benchmarks")
+    parser.add_argument("--store", default="results/runs",
+                        help="committed folder of finished results (one small json per run, with its settings): "
+                             "a run found there is not repeated, so seeds and rows add up across checkouts; "
+                             "'' turns it off")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs in parallel (each in its own process; use torch_threads=1 with jobs > 1)")
     parser.add_argument("--pretrain_from_first", action="store_true",
@@ -387,16 +429,29 @@ def main(argv=None):
     jobs = [(model, seed) for model in args.models for seed in args.seeds]
     results = {}
 
+    def backbone_key(seed):
+        return run_key(args.models[0], args.dataset, seed, cfg)[2]
+
+    def dependents_done(seed):
+        return all(cached_result(m, args.dataset, seed, cfg, args.log_dir, args.store, backbone_key(seed))
+                   for m in args.models[1:])
+
     def one(job):
         model, seed = job
         if args.pretrain_from_first and model != args.models[0]:
-            r0 = run_one(args.models[0], args.dataset, seed, cfg, args.log_dir, keep_checkpoint=True)
-            m0, _, key0 = run_key(args.models[0], args.dataset, seed, cfg)
-            pretrained = (key0, checkpoint_path(args.log_dir, m0, args.dataset, seed, key0))
-            r = run_one(model, args.dataset, seed, cfg, args.log_dir, pretrained=pretrained)
+            key0 = backbone_key(seed)
+            r = cached_result(model, args.dataset, seed, cfg, args.log_dir, args.store, key0)
+            r0 = cached_result(args.models[0], args.dataset, seed, cfg, args.log_dir, args.store)
+            if r is None or r0 is None:
+                r0 = run_one(args.models[0], args.dataset, seed, cfg, args.log_dir, keep_checkpoint=True, store=args.store)
+                m0 = split_variant(args.models[0])[0]
+                pretrained = (key0, checkpoint_path(args.log_dir, m0, args.dataset, seed, key0))
+                r = run_one(model, args.dataset, seed, cfg, args.log_dir, pretrained=pretrained, store=args.store)
             r["pretrained_epochs"] = r0["epochs_run"]
         else:
-            r = run_one(model, args.dataset, seed, cfg, args.log_dir, keep_checkpoint=args.pretrain_from_first)
+            # the backbone's checkpoint is needed only while a row fine-tuned from it is still to run
+            need = args.pretrain_from_first and not dependents_done(seed)
+            r = run_one(model, args.dataset, seed, cfg, args.log_dir, keep_checkpoint=need, store=args.store)
         print(f"{model} seed {seed}: ndcg@10 {r['test_result']['ndcg@10']:.4f} hit@10 {r['test_result']['hit@10']:.4f} "
               f"({r['epochs_run']} epochs, {r['epoch_time']:.2f} s/epoch, {r['wall']:.0f} s)", flush=True)
         return job, r

@@ -1,6 +1,9 @@
 """benchmarks/run_table.py helpers: cache keys of fine-tuned rows, time-to-quality table."""
 import importlib.util
+import json
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("run_table", ROOT / "benchmarks" / "run_table.py")
@@ -54,3 +57,36 @@ def test_preset_sits_between_budget_and_overrides_and_enters_the_key():
     assert cfg["epochs"] == 7 and cfg["stage1_epochs"] == preset["stage1_epochs"] == 0  # preset over budget
     _, plain = run_table.run_settings("full", None, {"epochs": 7})
     assert run_table.run_key("BASRecSASRec", "beauty", 1, cfg)[2] != run_table.run_key("BASRecSASRec", "beauty", 1, plain)[2]
+
+
+def _result(ndcg):
+    metrics = {"hit@10": 2 * ndcg, "ndcg@10": ndcg, "hit@20": 3 * ndcg, "ndcg@20": 1.2 * ndcg}
+    return {"test_result": metrics, "best_valid_result": metrics, "epoch_time": 1.0, "epochs_run": 3,
+            "train_time": 3.0, "peak_memory_mb": 10.0, "test_groups": None,
+            "valid_curve": [[0, ndcg, 1.0], [1, ndcg, 2.0]], "wall": 4.0}
+
+
+def test_committed_store_is_reused_without_checkpoints(tmp_path, monkeypatch):
+    """A fresh checkout has the committed results but no log folder or checkpoints: nothing reruns."""
+    store, log = tmp_path / "runs", tmp_path / "log"
+    cfg = run_table.run_settings("smoke", None, {})[1]
+    key0 = run_table.run_key("SASRec", "ml-100k", 7, cfg)[2]
+    first = run_table.store_result(str(store), "SASRec", "ml-100k", 7, cfg, _result(0.01))
+    tuned = run_table.store_result(str(store), "BASRecSASRec[alpha=0.2]", "ml-100k", 7, cfg, _result(0.02), key0)
+    record = json.loads(tuned.read_text())
+    assert record["config"]["alpha"] == 0.2 and record["pretrained_from"] == key0 and first.parent.name == "ml-100k"
+
+    def no_run(*a, **k):
+        raise AssertionError("a stored run was repeated")
+
+    monkeypatch.setattr(run_table.subprocess, "run", no_run)
+    out = tmp_path / "table.md"
+    assert run_table.main(["--dataset=ml-100k", "--models", "SASRec", "BASRecSASRec[alpha=0.2]", "--seeds", "7",
+                           "--pretrain_from_first", "--log_dir", str(log), "--store", str(store),
+                           "--output", str(out), "--title", "t"]) == 0
+    assert "| BASRecSASRec[alpha=0.2] | 0.0400" in out.read_text()
+    # a row not in the store needs the backbone's checkpoint, so the backbone would rerun
+    with pytest.raises(AssertionError, match="repeated"):
+        run_table.main(["--dataset=ml-100k", "--models", "SASRec", "BASRecSASRec[alpha=0.3]", "--seeds", "7",
+                        "--pretrain_from_first", "--log_dir", str(log), "--store", str(store),
+                        "--output", str(out), "--title", "t"])
