@@ -36,6 +36,7 @@ from recbole_sada.preprocess.text import (
 from recbole_sada.semantic import SemanticError, get_encoder
 from recbole_sada.semantic.features import (
     NO_CLUSTER,
+    check_sidecar,
     ensure_semantic_features,
     feature_paths,
     load_semantic_features,
@@ -303,6 +304,52 @@ def test_pca_to_semantic_dim(built, encoder, tmp_path):
     assert summary["encoder_stats"]["model_calls"] == 0
     _, items, _ = read_embedding_file(feature_paths(config)["item"], "item_id", "item_emb")
     assert items.shape[1] == 8
+
+
+def plant_held_out_items(root, variant, n=4):
+    """Give users u1..u<n> a last interaction (their test item) with an item no one else has,
+    titled differently in each ``variant``: those items occur only in held-out interactions."""
+    folder = Path(root) / NAME
+    with open(folder / f"{NAME}.inter", "a") as f:
+        f.writelines(f"u{u}\th{u}\t99999\n" for u in range(1, n + 1))
+    with open(folder / f"{NAME}.item", "a") as f:
+        f.writelines(f"h{u}\t{variant} held-out product number {u * 7}\tsurprise\n" for u in range(1, n + 1))
+
+
+def test_held_out_only_items_are_encoded_but_never_fit_on(built, encoder, tmp_path):
+    """Two copies that differ only in the texts of items seen only in test interactions give the
+    same training-derived features: user vectors, clusters, and the PCA of every other item."""
+    src_root, cache, _, _, _ = built
+    out = {}
+    for variant in ("alpha", "omega"):
+        root = tmp_path / variant
+        copy_dataset(src_root, root, features=False)
+        plant_held_out_items(root, variant)
+        config = config_for(root, cache, semantic_dim=8)
+        summary = build_semantic_features(config, log=False, encoder=encoder)
+        paths = feature_paths(config)
+        items = dict(zip(*read_embedding_file(paths["item"], "item_id", "item_emb")[:2]))
+        out[variant] = (summary, items, paths["user"].read_text())
+    (sa, ia, ua), (so, io, uo) = out["alpha"], out["omega"]
+    assert sa["pca"]["fit_items"] == so["pca"]["fit_items"] < sa["counts"]["items"]
+    assert ua == uo  # user embeddings and cluster labels, byte for byte
+    trained = [t for t in ia if not str(t).startswith("h")]
+    assert all(np.array_equal(ia[t], io[t]) for t in trained)
+    assert not np.allclose(ia["h1"], io["h1"])  # held-out items are still encoded (their own text)
+
+
+def test_features_reduced_by_an_older_pca_are_refused(built, encoder, tmp_path):
+    src_root, cache, _, _, _ = built
+    copy_dataset(src_root, tmp_path, features=False)
+    config = config_for(tmp_path, cache, semantic_dim=8)
+    build_semantic_features(config, log=False, encoder=encoder)
+    sidecar_path = feature_paths(config)["sidecar"]
+    record = json.loads(sidecar_path.read_text())
+    del record["pca"]["fit_items"]
+    sidecar_path.write_text(json.dumps(record))
+    with pytest.raises(SADAInputError) as excinfo:
+        check_sidecar(config)
+    one_line_error(excinfo, "PCA", "rebuild")
 
 
 # ------------------------------------------------------------------------------ bad input

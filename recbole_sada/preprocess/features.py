@@ -9,7 +9,8 @@
    text or the clustering, whatever the split settings;
 3. texts are encoded through the cached encoder (a rerun costs no model call), item and user
    texts sorted by length so that batches pad little;
-4. optional PCA to ``semantic_dim`` (fit on items, applied to users);
+4. optional PCA to ``semantic_dim`` (fit on the items of the train split only, applied to every
+   item and user, so an item seen only in valid/test is encoded but never fit on);
 5. K-means (scikit-learn, ``n_init`` 10, ``cluster_seed``) on the users that have text.
 """
 from __future__ import annotations
@@ -171,8 +172,10 @@ def encode_texts(encoder, texts, show_progress: bool, dim: int | None = None):
     return out
 
 
-def reduce_dim(items: np.ndarray, users: np.ndarray, dim: int | None, seed: int, item_path):
-    """PCA to ``dim`` fit on the non-zero item rows, applied to both; zero rows stay zero.
+def reduce_dim(items: np.ndarray, users: np.ndarray, dim: int | None, seed: int, item_path,
+               fit_rows: np.ndarray | None = None):
+    """PCA to ``dim`` fit on the non-zero item rows among ``fit_rows`` (the items of the train
+    split; default all), applied to every row; zero rows stay zero.
 
     Returns:
         ``(items, users, info)`` with ``info`` None when ``dim`` is None or the encoder's size.
@@ -182,18 +185,19 @@ def reduce_dim(items: np.ndarray, users: np.ndarray, dim: int | None, seed: int,
     from sklearn.decomposition import PCA
 
     item_rows, user_rows = items.any(axis=1), users.any(axis=1)
-    limit = min(items.shape[1], int(item_rows.sum()))
+    fit = item_rows if fit_rows is None else item_rows & np.asarray(fit_rows, dtype=bool)
+    limit = min(items.shape[1], int(fit.sum()))
     if dim > limit:
         raise SADAInputError(
             f"semantic_dim {dim} is larger than the encoder size {items.shape[1]} or the "
-            f"{int(item_rows.sum())} items with text in {item_path}; set semantic_dim <= {limit}")
-    pca = PCA(n_components=dim, svd_solver="full", random_state=seed).fit(items[item_rows])
+            f"{int(fit.sum())} training items with text in {item_path}; set semantic_dim <= {limit}")
+    pca = PCA(n_components=dim, svd_solver="full", random_state=seed).fit(items[fit])
     new_items = np.zeros((len(items), dim), dtype=np.float32)
     new_users = np.zeros((len(users), dim), dtype=np.float32)
     new_items[item_rows] = pca.transform(items[item_rows])
     if user_rows.any():
         new_users[user_rows] = pca.transform(users[user_rows])
-    info = {"dim": dim, "from_dim": int(items.shape[1]),
+    info = {"dim": dim, "from_dim": int(items.shape[1]), "fit_items": int(fit.sum()),
             "explained_variance": round(float(pca.explained_variance_ratio_.sum()), 4)}
     return new_items, new_users, info
 
@@ -354,8 +358,10 @@ def build_semantic_features(config, log: bool = True, show_progress: bool | None
     encoder_dim = item_matrix.shape[1]
 
     # 5. PCA and K-means
+    in_train = set(t for items in histories.values() for t in items)
     item_matrix, user_matrix, pca = reduce_dim(
-        item_matrix, user_matrix, settings["semantic_dim"], settings["cluster_seed"], files["item"])
+        item_matrix, user_matrix, settings["semantic_dim"], settings["cluster_seed"], files["item"],
+        fit_rows=np.array([t in in_train for t in item_tokens], dtype=bool))
     t0 = time.time()
     labels, distance = cluster_users(user_matrix, settings["n_clusters"], settings["cluster_seed"],
                                      paths["user"])

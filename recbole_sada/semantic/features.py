@@ -288,6 +288,11 @@ def check_sidecar(config: Any, settings: dict | None = None) -> dict:
         raise SADAInputError(
             f"{paths['item']} holds {dim}-d embeddings but semantic_dim is {wanted}; rebuild "
             f"with: {fix} --semantic_dim={wanted}, or set semantic_dim to {dim} (or ~)")
+    pca = sidecar.get("pca")
+    if pca and "fit_items" not in pca:
+        raise SADAInputError(
+            f"{paths['item']} was reduced by a PCA fit on every item, valid/test-only items included "
+            f"(built by an older version); rebuild with: {fix} --semantic_dim={dim}")
     recorded = sidecar.get("settings", {})
     changed = [k for k in _RECORDED if k in recorded and recorded[k] != settings.get(k)]
     if changed:
