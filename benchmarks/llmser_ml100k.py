@@ -165,8 +165,9 @@ DESIGN_NOTES = [
     "## How the pieces are built (choices where the paper leaves room)",
     "",
     "* **No leakage**: CCG and RCS train in memory on the train split of RecBole's leave-one-out split "
-    "(`training_sequences`), in the dataset's own item ids; valid/test items are only used to be excluded "
-    "from the candidates, together with the user's training items. The RCS trains without each user's last "
+    "(`training_sequences`), in the dataset's own item ids; candidates come from the items of the train "
+    "split minus the user's own training items (an item seen only in valid/test is never proposed, and the "
+    "user's own valid/test items are not consulted). The RCS trains without each user's last "
     "training item (the ARV ground truth), so ARV is not a memorisation test.",
     "* **CCG** = the backbone trained on reversed training sequences (one sample per user, targets at every "
     "position, like `train_mode: sequence`), fixed epochs, no validation; its input at inference is the "

@@ -161,18 +161,18 @@ def test_ccg_trains_on_reversed_train_part_only(cfg, monkeypatch):
         assert not used & set(raw[user][-2:])
 
 
-def test_candidates_exclude_history_and_heldout(cfg):
+def test_candidates_are_train_items_minus_own_history(cfg):
     pipe = make_pipeline(cfg, llmser_llm="none", n_candidates=8)
     pipe.run()
     d = pipe.data
     pools = np.load(next(Path(pipe.work_dir).glob("pool-*.npy")))
     rows, _ = aug_rows(pipe.aug_path)
-    assert (pools > 0).any()
+    train_items = {int(i) for seq in d.seqs for i in seq}
+    assert (pools > 0).any() and 0 in d.never and not set(d.never.tolist()) & train_items
     for row, user in enumerate(d.token_of_user):
-        banned = set(d.seqs[row].tolist()) | set(d.heldout[int(d.uids[row])])
-        assert len(d.heldout[int(d.uids[row])]) == 2
+        banned = set(d.seqs[row].tolist())
         pool = [i for i in pools[row] if i > 0]
-        assert not banned & set(pool)
+        assert not banned & set(pool) and set(pool) <= train_items
         assert len(pool) == len(set(pool))
         pseudo = rows[user][0]
         assert set(pseudo) <= {str(d.item_token[i]) for i in pool}
@@ -186,10 +186,43 @@ def test_no_ccg_pool_is_semantic_and_excludes_history(cfg):
     d = pipe.data
     pools = np.load(next(Path(pipe.work_dir).glob("pool-*.npy")))
     for row in range(len(d.uids)):
-        banned = set(d.seqs[row].tolist()) | set(d.heldout[int(d.uids[row])])
+        banned = set(d.seqs[row].tolist()) | set(d.never.tolist())
         assert not banned & set(pools[row][pools[row] > 0].tolist())
 
 
+def plant_held_out_items(root, variant, name="llmtiny", n=6):
+    """Users u1..u<n> get a last (test) interaction with an item no one else has, titled
+    differently per ``variant``: those items occur only in held-out interactions."""
+    folder = Path(root) / name
+    with open(folder / f"{name}.inter", "a") as f:
+        f.writelines(f"u{u}\th{u}\t100\n" for u in range(1, n + 1))
+    with open(folder / f"{name}.item", "a") as f:
+        words = "action thriller film" if variant == "a" else "romantic comedy film"
+        f.writelines(f"h{u}\t{words} {u}\n" for u in range(1, n + 1))
+
+
+@pytest.mark.parametrize("use_ccg", [True, False])
+def test_held_out_only_items_never_reach_pools_prompts_or_reliability(cfg, tmp_path, use_ccg):
+    """Two copies differing only in the texts of held-out-only items: same pools, same prompts,
+    same .aug (pseudo items and reliabilities)."""
+    out = {}
+    for variant in ("a", "b"):
+        root = tmp_path / variant
+        write_distinct_dataset(root)
+        plant_held_out_items(root, variant)
+        local = {**cfg, "data_path": str(root), "checkpoint_dir": str(root / "saved"), "cache_dir": str(root / "cache"),
+                 "aug_file": str(root / "llmtiny.aug")}
+        chat = ScriptedChat(SemanticCache(local["cache_dir"]), mixed_answers)
+        pipe = make_pipeline(local, chat=chat, use_ccg=use_ccg)
+        pipe.run()
+        pools = np.load(next(Path(pipe.work_dir).glob("pool-*.npy")))
+        out[variant] = (pools, chat.prompts, aug_rows(pipe.aug_path)[0], pipe.data)
+    (pa, qa, ra, da), (pb, qb, rb, _) = out["a"], out["b"]
+    held = {i for i, t in enumerate(da.item_token) if str(t).startswith("h")}
+    assert len(held) == 6 and held <= set(da.never.tolist())
+    assert np.array_equal(pa, pb) and not held & set(pa.ravel().tolist())
+    assert qa and qa == qb
+    assert ra == rb
 # ------------------------------------------------------------------------------------ LLM answers
 @pytest.mark.parametrize(
     "answers, picks, outcome, status",
@@ -237,7 +270,7 @@ def test_max_users_limits_the_llm_path(cfg):
     summary = pipe.run()
     assert summary["snf"]["outcomes"] == {"llm_ok": 5, "semantic_unsampled": N_USERS - 5}
     assert summary["arv"]["outcomes"]["llm_ok"] == 5
-    assert chat.stats.calls == 10
+    assert chat.stats.requests == chat.stats.calls + chat.stats.cache_hits == 10  # identical prompts hit the cache
     lengths = sorted(len(s) for s in pipe.data.seqs)
     sampled = sorted(len(pipe.data.seqs[r]) for r in pipe.llm_users())
     assert sampled == lengths[:5]  # the shortest training sequences go first
@@ -436,3 +469,17 @@ def test_aug_made_by_pipeline_is_accepted_and_augment_eval(cfg):
     model.eval()
     scores = model.full_sort_predict(batch)
     assert scores.shape == (batch["user_id"].size(0), model.n_items)
+
+
+def test_stage_keys_cover_the_llm_server_and_sampling(cfg, tmp_path):
+    def keys(**extra):
+        chat = ScriptedChat(SemanticCache(tmp_path / "c"), mixed_answers)
+        pipe = make_pipeline(cfg, chat=chat, **extra)
+        pipe.data = P.PipelineData(pipe.config)
+        return pipe.keys()
+
+    base = keys(api_base_url="http://127.0.0.1:8000/v1")
+    other = keys(api_base_url="http://127.0.0.1:9000/v1")
+    warm = keys(api_base_url="http://127.0.0.1:8000/v1", llm_temperature=0.7)
+    assert base["pool"] == other["pool"] and base["snf"] != other["snf"] and base["arv"] != other["arv"]
+    assert base["snf"] != warm["snf"]

@@ -18,10 +18,13 @@ Stages (each caches its output in the work folder and resumes where it stopped):
 Choices where the paper leaves room (all documented in ``results/llmser.md`` too):
 
 * **No leakage.**  Everything is built from the train split of RecBole's leave-one-out split
-  (:func:`recbole_sada.data.dataset.training_sequences`): the valid and test items never enter the
-  CCG/RCS training data, the prompts or the masking.  They are only used to be *excluded* from
-  the candidates (a pseudo item is never the user's own valid/test item), as is every item of the
-  user's training sequence.
+  (:func:`recbole_sada.data.dataset.training_sequences`): the valid and test interactions never
+  enter the CCG/RCS training data, the candidate pools, the prompts, the masking or the
+  reliability.  Candidates (CCG, SNF, RCS and the semantic fallbacks) are drawn from the items of
+  the train split only, minus the user's own training items: an item seen only in valid/test
+  interactions is never proposed, and a user's own valid/test item is not consulted either (it may
+  be proposed when other users trained on it, as a deployed system would).  Earlier versions
+  excluded each user's own valid/test items, a mild label peek; results made with them say so.
 * **In-memory training.**  CCG and RCS are the plugin backbone (``get_model``) trained by a short
   loop on tensors built from those sequences, in the item id space of the dataset itself (no
   temporary atomic files, no id re-mapping).  One sample per user as in ``train_mode:
@@ -177,10 +180,17 @@ class PipelineData:
         self.train_dataset = train
         self.uids, self.seqs = training_sequences(train)
         self.n_items = dataset.item_num
+        # held-out items per user: kept for checks only, no stage reads them
         self.heldout = {}
         for split in (valid, test):
             for u, i in zip(split.inter_feat[self.uid_field].numpy(), split.inter_feat[self.iid_field].numpy()):
                 self.heldout.setdefault(int(u), []).append(int(i))
+        in_train = np.zeros(self.n_items, dtype=bool)
+        for seq in self.seqs:
+            in_train[np.asarray(seq, dtype=np.int64)] = True
+        in_train[0] = False
+        #: item ids never proposed to anyone: padding and items absent from the train split
+        self.never = np.flatnonzero(~in_train)
         self.user_token = dataset.field2id_token[self.uid_field]
         self.item_token = dataset.field2id_token[self.iid_field]
         self.token_of_user = [str(self.user_token[u]) for u in self.uids]
@@ -189,12 +199,12 @@ class PipelineData:
         self.inter_path = Path(config["data_path"]) / f"{config['dataset']}.inter"
         self.inter_sha256 = file_sha256(self.inter_path)
         self.sequences_sha256 = sequences_sha256(self.token_of_user, [[self.item_token[i] for i in s] for s in self.seqs])
-        held = [[self.item_token[i] for i in self.heldout.get(int(u), [])] for u in self.uids]
-        self.data_key = stage_key(self.sequences_sha256, sequences_sha256(self.token_of_user, held))
+        self.data_key = stage_key("train-items-only", self.sequences_sha256)
 
     def excluded(self, row):
-        """Items never proposed for user ``row``: their training and held-out items, padding."""
-        return set(self.seqs[row].tolist()) | set(self.heldout.get(int(self.uids[row]), [])) | {0}
+        """Items not proposed to user ``row`` beyond :attr:`never`: their own training items and
+        padding (their valid/test items are not consulted)."""
+        return set(self.seqs[row].tolist()) | {0}
 
 
 def load_item_texts(config, item_tokens):
@@ -287,9 +297,11 @@ def fit_backbone(model, seqs, epochs, config, desc, show_progress):
 
 
 @torch.no_grad()
-def top_items(model, seqs, excluded, k, config, batch_size=512):
+def top_items(model, seqs, excluded, k, config, batch_size=512, never=None):
     """For each input sequence (oldest first) the ``k`` best-scored item ids, skipping the ids in
-    ``excluded[i]``; (n, k) int64, 0 where fewer items are left (or the input is empty)."""
+    ``excluded[i]`` and, for every row, in ``never``; (n, k) int64, 0 where fewer items are left
+    (or the input is empty)."""
+    never = torch.as_tensor(np.asarray([] if never is None else never, dtype=np.int64))
     max_len, device = config["MAX_ITEM_LIST_LENGTH"], config["device"]
     n = len(seqs)
     out = np.zeros((n, k), dtype=np.int64)
@@ -303,6 +315,8 @@ def top_items(model, seqs, excluded, k, config, batch_size=512):
             Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths}).to(device)
         ).float().cpu()
         scores = scores[:, : model.n_items]
+        if len(never):
+            scores[:, never] = -float("inf")
         r_idx = [i for i, r in enumerate(rows) for _ in excluded[r]]
         c_idx = [c for r in rows for c in excluded[r]]
         if r_idx:
@@ -315,15 +329,17 @@ def top_items(model, seqs, excluded, k, config, batch_size=512):
     return out
 
 
-def semantic_top(item_emb, history, excluded, k):
+def semantic_top(item_emb, history, excluded, k, never=None):
     """The ``k`` items closest (cosine) to the mean text embedding of ``history``, skipping
-    ``excluded``; fewer when not enough are left."""
+    ``excluded`` and ``never``; fewer when not enough are left."""
     if len(history) == 0:
         return []
     profile = item_emb[np.asarray(history)].mean(0)
     norm = np.linalg.norm(profile)
     scores = item_emb @ (profile / norm if norm > 0 else profile)
     scores[0] = -np.inf
+    if never is not None and len(never):
+        scores[np.asarray(never, dtype=np.int64)] = -np.inf
     if excluded:
         scores[np.fromiter(excluded, dtype=np.int64)] = -np.inf
     k = min(k, int(np.isfinite(scores).sum()))
@@ -464,6 +480,17 @@ class LLMSeRPipeline:
         llm = self._chat_llm if self._chat_llm is not None else (None if self.settings.llm == "none" else self.chat_llm)
         return "none" if llm is None else f"{llm.backend}:{llm.model}"
 
+    #: config keys that change what the chat LLM answers (part of the SNF/ARV stage keys)
+    LLM_ANSWER_KEYS = ("api_base_url", "llm_gguf_file", "llm_temperature", "llm_seed")
+
+    def llm_key(self):
+        """The chat LLM as the stage keys see it: backend, model and every setting that changes an
+        answer (a rerun against another server or temperature does not resume stale answers)."""
+        ident = self.llm_id()
+        if ident == "none":
+            return ident
+        return [ident] + [(k, self.config[k] if k in self.config else None) for k in self.LLM_ANSWER_KEYS]
+
     def encoder_id(self):
         return f"{self.encoder.backend}:{self.encoder.model}"
 
@@ -499,12 +526,12 @@ class LLMSeRPipeline:
         base = [d.data_key, self.backbone, self.backbone_hparams()]
         ccg = stage_key("ccg", base, s.ccg_epochs) if s.use_ccg else stage_key("ccg-semantic", d.data_key, d.text_key, self.encoder_id())
         pool = stage_key(ccg, s.n_candidates, s.prompt_history)
-        snf = stage_key("snf", pool, s.n_pseudo, s.use_snf, self.llm_id() if s.use_snf else "-",
+        snf = stage_key("snf", pool, s.n_pseudo, s.use_snf, self.llm_key() if s.use_snf else "-",
                         self.encoder_id(), d.text_key, prompts.SNF_VERSION, prompts.REPAIR_VERSION, s.max_users, s.llm_users,
                         s.llm_item_noun, prompts.snf_max_new_tokens(s.n_pseudo))
         rcs = stage_key("rcs", base, s.rcs_epochs)
         arv = stage_key("arv", snf, rcs if s.use_rcs else "semantic", s.n_reason, s.use_arv, s.use_rcs, s.use_reason,
-                        self.llm_id() if s.use_reason else "-", prompts.ARV_VERSION, prompts.REPAIR_VERSION,
+                        self.llm_key() if s.use_reason else "-", prompts.ARV_VERSION, prompts.REPAIR_VERSION,
                         prompts.ARV_MAX_NEW_TOKENS)
         return {"ccg": ccg, "pool": pool, "snf": snf, "rcs": rcs, "arv": arv}
 
@@ -594,13 +621,13 @@ class LLMSeRPipeline:
         if s.use_ccg:
             reversed_seqs = [seq[::-1].copy() for seq in d.seqs]
             model, loaded = self.trained_backbone("ccg", keys["ccg"], reversed_seqs, s.ccg_epochs)
-            pools = top_items(model, reversed_seqs, excluded, s.n_candidates, self.config)
+            pools = top_items(model, reversed_seqs, excluded, s.n_candidates, self.config, never=d.never)
             how = "reverse-trained backbone"
         else:
             loaded = False
             pools = np.zeros((len(d.uids), s.n_candidates), dtype=np.int64)
             for r, seq in enumerate(d.seqs):
-                top = semantic_top(emb, seq[: s.prompt_history], excluded[r], s.n_candidates)
+                top = semantic_top(emb, seq[: s.prompt_history], excluded[r], s.n_candidates, never=d.never)
                 pools[r, : len(top)] = top
             how = "semantic top-N (use_ccg: False)"
         tmp = path.with_name(path.name + ".tmp.npy")
@@ -677,14 +704,14 @@ class LLMSeRPipeline:
         # ---- RCS: forward backbone on the training sequences without their last item
         start = time.time()
         masked_inputs = [list(pseudo[r]) + d.seqs[r][:-1].tolist() for r in range(n)]
-        excluded = [set(masked_inputs[r]) | set(d.heldout.get(int(d.uids[r]), [])) | {0} for r in range(n)]
+        excluded = [set(masked_inputs[r]) | {0} for r in range(n)]
         store = JsonlStage(self.work_dir / f"arv-{keys['arv']}.jsonl")
         todo = [r for r in range(n) if d.token_of_user[r] not in store]
         if s.use_rcs:
             if todo:
                 model, loaded = self.trained_backbone("rcs", keys["rcs"], [seq[:-1] for seq in d.seqs], s.rcs_epochs)
                 pools = top_items(model, [masked_inputs[r] for r in todo], [excluded[r] for r in todo], s.n_reason,
-                                  self.config)
+                                  self.config, never=d.never)
             else:
                 loaded, pools = True, np.zeros((0, s.n_reason), dtype=np.int64)
             self._record_stage("rcs", start, model_reused=loaded)
@@ -692,7 +719,7 @@ class LLMSeRPipeline:
             pools = np.zeros((len(todo), s.n_reason), dtype=np.int64)
             for j, r in enumerate(todo):
                 shown = pseudo[r] + d.seqs[r][:-1][-s.prompt_history:].tolist()
-                top = semantic_top(emb, shown, excluded[r], s.n_reason)
+                top = semantic_top(emb, shown, excluded[r], s.n_reason, never=d.never)
                 pools[j, : len(top)] = top
             self._record_stage("rcs", start, skipped="use_rcs: False (semantic top-H)")
         # ---- ARV: LLM reasoning over F_u, scoring
