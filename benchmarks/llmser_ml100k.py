@@ -179,7 +179,7 @@ DESIGN_NOTES = [
     "get that semantic choice directly. Picks keep the pool order; the best-ranked one goes right before "
     "the first real item.",
     "* **ARV**: S_mask = pseudo items + training items without the last; the RCS gives top-H (excluding "
-    "S_mask and the held-out items); the LLM picks one (parse/repair as above, fallback RCS top-1); "
+    "S_mask and the items absent from the train split); the LLM picks one (parse/repair as above, fallback RCS top-1); "
     "omega = cosine of the MiniLM embeddings of the picked and the masked item, clipped to [0, 1]. "
     "`--llm none`: pick = RCS top-1.",
     "* **Dual channel** (Eq. 8-9): alpha_u = beta * omega_u for users with more than `tail_threshold` "
