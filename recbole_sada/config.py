@@ -106,7 +106,19 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_ar
     _resolve_data_path(config)
     check_dataset_files(config)
     _validate(config)
+    apply_torch_threads(config)
     return config
+
+
+def apply_torch_threads(config):
+    """``torch_threads`` (default 1 in ``overall.yaml``; 0 or ~ = torch's own choice) for whatever
+    this config drives next: training, tuning trials, preprocessing and the LLMSeR pipeline all
+    build their config here, so a rerun of any entry point gives the same numbers."""
+    threads = config["torch_threads"]
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def data_root(config):

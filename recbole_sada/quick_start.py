@@ -24,9 +24,7 @@ def peak_memory_mb(device=None):
 
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
     """Build config, dataset and dataloaders (shared by the CLI, benchmarks and tuning)."""
-    config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
-    if config["torch_threads"]:
-        torch.set_num_threads(int(config["torch_threads"]))
+    config = build_config(model, dataset, config_file_list, config_dict, cmd_args)  # sets torch_threads
     set_anomaly_detection(bool(config["detect_anomaly"]))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)

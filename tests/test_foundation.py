@@ -95,6 +95,23 @@ def test_ml100k_found_in_package_or_user_copy(tmp_path):
     assert os.path.samefile(cfg["data_path"], copy)
 
 
+def test_every_entry_point_config_sets_torch_threads(tmp_path):
+    """Training, tuning, preprocessing and the LLMSeR pipeline all build their config through
+    build_config, which applies torch_threads (reruns give the same numbers)."""
+    from recbole_sada.llmser.pipeline import pipeline_config
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        build_config("SASRec", "ml-100k", None, {"data_path": str(tmp_path), "torch_threads": 1})
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        pipeline_config("ml-100k", "SASRec", config_dict={"data_path": str(tmp_path)})
+        assert torch.get_num_threads() == 1  # the default of overall.yaml
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     "dataset,needle",
     [("beauty", "s3rec_to_atomic.py"), ("amazon-beauty", "amazon_to_atomic.py"), ("nosuchdata", "unknown dataset")],

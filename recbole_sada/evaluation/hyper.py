@@ -136,11 +136,8 @@ def run_trial(params, setup, shared):
     per_trial = {"checkpoint_dir": os.path.join(trial_dir, "saved"), "show_progress": False}
     cmd_args = [a for a in setup["cmd_args"] if _opt_override_keys([a])[0] not in per_trial]
     config_dict = {**{k: _plain(v) for k, v in params.items()}, **per_trial}
+    # build_config sets torch_threads (otherwise Ray's cpus_per_trial threads)
     config = build_config(setup["model"], setup["dataset"], setup["config_files"], config_dict, cmd_args)
-    if config["torch_threads"]:  # as prepare() does; otherwise Ray's cpus_per_trial threads
-        import torch
-
-        torch.set_num_threads(int(config["torch_threads"]))
     signature = data_signature(config)
     changed = [k for k in DATA_KEYS if signature[k] != setup["data_signature"][k]]
     if not changed:
