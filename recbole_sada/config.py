@@ -7,8 +7,10 @@ Priority, lowest first::
       < config_dict (Python API) < command-line ``--key=value``
 
 Also fixes where the data lives (RecBole 1.2.1 always points ``ml-100k`` at the copy inside its
-package, ignoring ``data_path``) and checks that the dataset's atomic files exist before RecBole
-tries to download them.
+package, ignoring ``data_path``) and makes sure the dataset's atomic files exist: a RecBole
+benchmark dataset (RecBole's own URL list) is downloaded with RecBole's helpers when
+``download_datasets`` is on and the server answers; otherwise one line says which files are
+missing and where they go.
 """
 import os
 import sys
@@ -142,17 +144,87 @@ def packaged_dataset_dir(dataset):
     return folder if (folder / f"{dataset}.inter").is_file() else None
 
 
+DOWNLOAD_PROBE_TIMEOUT = 15  # seconds to wait for the dataset server's first answer
+
+
+def recbole_dataset_url(dataset):
+    """Download URL of a RecBole benchmark dataset (from RecBole's ``url.yaml``), or None."""
+    import yaml
+
+    path = Path(recbole.__file__).resolve().parent / "properties" / "dataset" / "url.yaml"
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text()) or {}).get(dataset)
+
+
+def download_dataset(dataset, url, folder):
+    """Fetch RecBole's zip of ``dataset`` into ``folder`` with RecBole's own helpers (progress bar,
+    unzip, renaming to ``<dataset>.inter`` ...).  The files are unpacked in a temporary folder
+    and moved in at the end, so an interrupted download leaves nothing half-written.
+
+    Raises:
+        OSError: the server cannot be reached or the archive holds no ``.inter`` file.
+    """
+    import shutil
+    import tempfile
+    import urllib.request
+
+    from recbole.utils.url import download_url, extract_zip, rename_atomic_files
+
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_PROBE_TIMEOUT) as answer:  # fail fast offline
+        answer.read(1)
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}-download-", dir=Path(folder).parent))
+    try:
+        try:
+            archive = download_url(url, str(tmp))
+        except RuntimeError as exc:
+            raise OSError(str(exc)) from None
+        extract_zip(archive, str(tmp))
+        os.unlink(archive)
+        for sub in [p for p in tmp.rglob("*") if p.is_file() and p.parent != tmp]:
+            os.replace(sub, tmp / sub.name)  # archives that hold a folder
+        rename_atomic_files(str(tmp), Path(archive).stem, dataset)
+        files = [p for p in tmp.iterdir() if p.is_file() and p.suffix in (".inter", ".item", ".user")]
+        if not any(p.name == f"{dataset}.inter" for p in files):
+            raise OSError(f"the archive at {url} holds no {dataset}.inter")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for p in files:
+            os.replace(p, Path(folder) / p.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def check_dataset_files(config):
-    """Raise a one-line :class:`SADAInputError` when the dataset's ``.inter`` file is absent."""
+    """Make sure the dataset's ``.inter`` file exists: download a RecBole benchmark dataset when
+    allowed and reachable, else raise a one-line :class:`SADAInputError` naming the missing
+    files, where they go and how to build them."""
     dataset = config["dataset"]
     inter = os.path.join(config["data_path"], f"{dataset}.inter")
     if os.path.isfile(inter):
         return
     root = data_root(config).rstrip("/")
+    url = recbole_dataset_url(dataset)
+    failure = None
+    if url and config["download_datasets"] is not False:
+        try:
+            download_dataset(dataset, url, config["data_path"])
+        except (OSError, ValueError) as exc:  # URLError, timeouts, bad archives
+            failure = f"{type(exc).__name__}: {str(getattr(exc, 'reason', exc)).splitlines()[0][:120]}"
+        if os.path.isfile(inter):
+            return
+    elif url:
+        failure = "download_datasets is False"
+    where = (f"put {dataset}.inter (and optional {dataset}.item / {dataset}.user) in {config['data_path']}")
+    if url:
+        hint = f", or build it with: {_DATASET_HINTS[dataset].format(root=root)}" if dataset in _DATASET_HINTS else ""
+        raise SADAInputError(
+            f"dataset '{dataset}' not found: {inter} is missing and RecBole's download from {url} failed "
+            f"({failure}); {where}{hint}")
     if dataset in _DATASET_HINTS:
         hint = _DATASET_HINTS[dataset].format(root=root)
         raise SADAInputError(
-            f"dataset '{dataset}' not found: {inter} is missing (offline, nothing is downloaded); "
+            f"dataset '{dataset}' not found: {inter} is missing (not a RecBole download); "
             f"build it with: {hint}"
         )
     if (PROPERTIES_DIR / "dataset" / f"{dataset}.yaml").is_file():

@@ -116,10 +116,67 @@ def test_every_entry_point_config_sets_torch_threads(tmp_path):
     "dataset,needle",
     [("beauty", "s3rec_to_atomic.py"), ("amazon-beauty", "amazon_to_atomic.py"), ("nosuchdata", "unknown dataset")],
 )
-def test_missing_dataset_is_one_line_error(tmp_path, dataset, needle):
+def test_missing_dataset_is_one_line_error(tmp_path, dataset, needle, monkeypatch):
+    import recbole_sada.config as C
+
+    real = C.recbole_dataset_url
+    monkeypatch.setattr(C, "recbole_dataset_url", lambda d: real(d) and "http://127.0.0.1:9/closed.zip")
     with pytest.raises(SADAInputError) as err:
         build_config("SASRec", dataset, None, {"data_path": str(tmp_path)})
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.fixture
+def dataset_server(tmp_path):
+    """A local HTTP server that serves a RecBole-format zip (``Tiny_Set.zip`` holding
+    ``Tiny_Set/Tiny_Set.inter``, as RecBole's archives are laid out); yields its base URL."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    served = tmp_path / "served"
+    served.mkdir()
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"] + [f"{u}\t{i}\t{u * 100 + i}" for u in range(1, 6) for i in range(1, 8)]
+    with zipfile.ZipFile(served / "Tiny_Set.zip", "w") as z:
+        z.writestr("Tiny_Set/Tiny_Set.inter", "\n".join(lines) + "\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", "\n".join(lines) + "\n"
+    finally:
+        server.shutdown()
+
+
+def test_recbole_dataset_is_downloaded_when_missing(tmp_path, dataset_server, monkeypatch):
+    import recbole_sada.config as C
+
+    base, content = dataset_server
+    monkeypatch.setattr(C, "recbole_dataset_url", lambda d: f"{base}/Tiny_Set.zip" if d == "tinydl" else None)
+    cfg = build_config("SASRec", "tinydl", None, {"data_path": str(tmp_path / "data")})
+    inter = tmp_path / "data" / "tinydl" / "tinydl.inter"
+    assert inter.read_text() == content and os.path.samefile(cfg["data_path"], inter.parent)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["tinydl"]  # no temporary folder left
+
+
+def test_unreachable_download_is_one_line_naming_the_files(tmp_path, dataset_server, monkeypatch):
+    import recbole_sada.config as C
+
+    base, _ = dataset_server
+    monkeypatch.setattr(C, "recbole_dataset_url", lambda d: "http://127.0.0.1:9/Tiny_Set.zip")
+    with pytest.raises(SADAInputError) as err:
+        build_config("SASRec", "tinydl", None, {"data_path": str(tmp_path / "data")})
+    message = str(err.value)
+    assert "\n" not in message and "tinydl.inter" in message and str(tmp_path / "data" / "tinydl") in message
+    assert "127.0.0.1:9" in message and "URLError" in message
+    # switched off: no attempt, the same kind of line
+    monkeypatch.setattr(C, "recbole_dataset_url", lambda d: f"{base}/Tiny_Set.zip")
+    with pytest.raises(SADAInputError, match="download_datasets is False"):
+        build_config("SASRec", "tinydl", None, {"data_path": str(tmp_path / "data"), "download_datasets": False})
+    assert not (tmp_path / "data" / "tinydl" / "tinydl.inter").exists()
 
 
 def test_bad_keys_rejected(tiny_root):
