@@ -80,6 +80,9 @@ def main(argv=None):
     except SADAInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the search stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
+        return 130
     rows, best, paths = out["rows"], out["best"], out["paths"]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped", "unfinished", "error")}
     print(

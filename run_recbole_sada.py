@@ -47,6 +47,9 @@ def main(argv=None):
     except SADAInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: training stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
+        return 130
     print(f"\n{args.model} on {args.dataset}")
     print(format_table(result))
     if result.get("test_groups"):

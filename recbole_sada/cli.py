@@ -12,5 +12,9 @@ def parse_with_overrides(parser, argv):
     bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
     if bad:
         raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
+    keys = [a[2:].split("=", 1)[0] for a in rest]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise SADAInputError(f"--{twice[0]} is given more than once; give each override once")
     files = args.config_files.strip().split() if getattr(args, "config_files", None) else None
     return args, files, list(rest)

@@ -101,10 +101,22 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_ar
         if not os.path.isfile(f):
             raise SADAInputError(f"config file not found: {f} (check the --config_files path)")
     files = property_files(model_class, dataset) + user_files
+    import yaml
+
     with _command_line(cmd_args):
-        config = Config(
-            model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict
-        )
+        try:
+            config = Config(
+                model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict
+            )
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise SADAInputError(f"a config file is not valid yaml{where}: {problem} "
+                                 f"(files: {' '.join(user_files) or 'none'}); fix the yaml") from None
+        except (SyntaxError, NameError) as exc:  # RecBole evals command-line values
+            raise SADAInputError(f"a --key=value override could not be read ({type(exc).__name__}: {exc}); "
+                                 f"write each override once as --key=value") from None
     _resolve_data_path(config)
     check_dataset_files(config)
     _validate(config)
@@ -238,7 +250,72 @@ def check_dataset_files(config):
     )
 
 
+# Numeric keys checked when set: (kind, lowest, highest, lowest allowed itself), and the fix.
+NUMBER_RULES = {
+    "learning_rate": (float, 0.0, None, False),
+    "weight_decay": (float, 0.0, None, True),
+    "epochs": (int, 1, None, True),
+    "stage1_epochs": (int, 0, None, True),
+    "stopping_step": (int, 1, None, True),
+    "eval_step": (int, 1, None, True),
+    "train_batch_size": (int, 1, None, True),
+    "eval_batch_size": (int, 1, None, True),
+    "MAX_ITEM_LIST_LENGTH": (int, 1, None, True),
+    "hidden_size": (int, 1, None, True),
+    "embedding_size": (int, 1, None, True),
+    "inner_size": (int, 1, None, True),
+    "n_layers": (int, 1, None, True),
+    "n_heads": (int, 1, None, True),
+    "hidden_dropout_prob": (float, 0.0, 1.0, True),
+    "attn_dropout_prob": (float, 0.0, 1.0, True),
+    "dropout_prob": (float, 0.0, 1.0, True),
+    "seed": (int, None, None, True),
+    "alpha": (float, 0.0, None, False),
+    "rate_min": (float, 0.0, 1.0, True),
+    "rate_max": (float, 0.0, 1.0, True),
+    "beta": (float, 0.0, 1.0, True),
+    "tail_threshold": (int, 0, None, True),
+    "n_clusters": (int, 1, None, True),
+    "substitute_topk": (int, 1, None, True),
+}
+
+
+def _check_number(config, key, rule):
+    kind, low, high, closed = rule
+    value = config[key]
+    if value is None:
+        return
+    import numbers
+
+    ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind is int:
+        ok_type = ok_type and float(value).is_integer()
+    ok = ok_type and (low is None or value > low or (closed and value == low)) and (high is None or value <= high)
+    if not ok:
+        want = "an integer" if kind is int else "a number"
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>=' if closed else '>'} {low}")
+        if high is not None:
+            bounds.append(f"<= {high}")
+        raise SADAInputError(
+            f"{key} must be {want}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r} "
+            f"(e.g. --{key}={_example(kind, low, closed)})")
+
+
+def _example(kind, low, closed):
+    if low is None:
+        return 2020
+    value = low if closed else low + (1 if kind is int else 0.001)
+    return int(value) if kind is int else value
+
+
 def _validate(config):
+    for key, rule in NUMBER_RULES.items():
+        if key in config:
+            _check_number(config, key, rule)
+    if config["rate_min"] is not None and config["rate_max"] is not None and config["rate_min"] > config["rate_max"]:
+        raise SADAInputError(f"rate_min ({config['rate_min']}) must not exceed rate_max ({config['rate_max']})")
     mode = config["train_mode"] or "prefix"
     if mode not in TRAIN_MODES:
         raise SADAInputError(f"train_mode must be one of {TRAIN_MODES}, got '{mode}'")

@@ -158,10 +158,32 @@ class SADATrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _load_weights(self, path, message):
-        checkpoint = load_checkpoint(path, map_location=self.device)
+        try:
+            checkpoint = load_checkpoint(path, map_location=self.device)
+        except Exception as exc:  # UnpicklingError, EOFError, zip errors: not a torch file
+            raise SADAInputError(
+                f"pretrained_path {path} is not a checkpoint ({type(exc).__name__}); give the .pth a "
+                f"training run saved in saved/") from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise SADAInputError(
+                f"pretrained_path {path} is not a RecBole checkpoint (no state_dict); give the .pth a "
+                f"training run saved in saved/")
+        own = self.model.state_dict()
+        shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in checkpoint["state_dict"].items()
+                  if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+        if shapes:
+            k, theirs, ours = shapes[0]
+            raise SADAInputError(
+                f"pretrained_path {path} does not fit {type(self.model).__name__}: {k} is {list(theirs)} in the "
+                f"checkpoint and {list(ours)} here ({len(shapes)} such parameters); train with the checkpoint's "
+                f"settings (hidden_size, inner_size, n_layers, MAX_ITEM_LIST_LENGTH ...) and dataset")
         # A backbone checkpoint (e.g. SASRec's) may start BASRec/SADA/LLMSeR on that backbone:
         # parameters the augmenting model adds (SADA's semantic projection and gate) start fresh;
         # a parameter the model does not have is an error (wrong checkpoint).
+        try:
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        except SADAInputError as exc:
+            raise SADAInputError(f"pretrained_path {path}: {exc}") from None
         missing, unexpected = self.model.load_state_dict(checkpoint["state_dict"], strict=False)
         if unexpected:
             raise SADAInputError(
@@ -170,8 +192,18 @@ class SADATrainer(Trainer):
             )
         if missing:
             self.logger.info(f"Parameters not in {path}, initialised fresh: {sorted(missing)}")
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"{message}: {path}")
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint, written to a temporary file and renamed: an interrupt (Ctrl-C)
+        never leaves a half-written ``.pth`` where the last good one was."""
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        tmp = f"{target}.tmp"
+        super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
+        if os.path.isfile(tmp):
+            os.replace(tmp, target)
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {target}")
 
     def resume_checkpoint(self, resume_file):
         with trusted_checkpoint_load():

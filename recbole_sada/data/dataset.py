@@ -21,7 +21,30 @@ TARGET_SEQ_FIELD = "target_item_list"
 
 
 class SADASequentialDataset(SequentialDataset):
-    """RecBole's :class:`SequentialDataset` whose train split follows ``train_mode``."""
+    """RecBole's :class:`SequentialDataset` whose train split follows ``train_mode``; atomic
+    files are checked row by row before RecBole reads them (:mod:`recbole_sada.data.checks`), and
+    exactly repeated interactions are counted in a warning."""
+
+    def _load_feat(self, filepath, source):
+        from recbole_sada.data.checks import check_atomic_file
+
+        time_field = self.config["TIME_FIELD"] if source == FeatureSource.INTERACTION else None
+        check_atomic_file(filepath, self.config["field_separator"] or "\t", time_field,
+                          self.config["encoding"] or "utf-8", required=source == FeatureSource.INTERACTION)
+        return super()._load_feat(filepath, source)
+
+    def _remove_duplication(self):
+        from recbole_sada.data.checks import duplicate_interactions
+
+        if self.config["rm_dup_inter"] is None and self.inter_feat is not None:
+            count, example = duplicate_interactions(self.inter_feat, self.uid_field, self.iid_field, self.time_field)
+            if count:
+                self.logger.warning(
+                    f"{count} of {len(self.inter_feat)} interactions of {self.dataset_name} repeat an earlier "
+                    f"(user, item, timestamp) row exactly (e.g. user {example[0]!r}, item {example[1]!r}); they are "
+                    f"kept and can put the same item in train and test: deduplicate the .inter file or set "
+                    f"rm_dup_inter: first (RecBole; it keeps one row per user-item pair)")
+        super()._remove_duplication()
 
     def build(self):
         datasets = super().build()

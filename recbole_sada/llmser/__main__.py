@@ -51,6 +51,9 @@ def main(argv=None):
     except SADAInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the pipeline stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
+        return 130
     print(f"\nLLMSeR augmentation of {args.dataset} (backbone {args.backbone}) -> {path}")
     print(format_summary(summary))
     return 0

@@ -41,6 +41,9 @@ def main(argv=None):
     except SADAInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: preprocessing stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
+        return 130
     finally:
         package_logger.removeHandler(handler)
     stats, timing = summary["encoder_stats"], summary["timing"]

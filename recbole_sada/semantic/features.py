@@ -171,7 +171,7 @@ def read_embedding_file(path, id_field: str, value_field: str, extra_field: str 
         (tokens, matrix, extra): ``list[str]``, ``(n, d)`` float32 array, ``list[str]`` or None.
 
     Raises:
-        SADAInputError: missing file, wrong header, rows of unequal length or non-numbers.
+        SADAInputError: missing file, wrong header, rows of unequal length, non-numbers, NaN or inf.
     """
     import pandas as pd
 
@@ -200,6 +200,12 @@ def read_embedding_file(path, id_field: str, value_field: str, extra_field: str 
         raise SADAInputError(
             f"{path}: an embedding value is not a number; the file is corrupt, rebuild it with "
             "python -m recbole_sada.preprocess") from None
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise SADAInputError(
+            f"{path}: {int((~finite).sum())} rows hold NaN or infinite values (first: {id_field} "
+            f"{tokens[bad]!r}, line {bad + 2}); rebuild it with python -m recbole_sada.preprocess")
     extra = frame.iloc[:, 2].tolist() if extra_field else None
     return tokens, matrix, extra
 

@@ -30,6 +30,18 @@ from recbole_sada.errors import SADAInputError
 from recbole_sada.model.backbones.grouping import gather_last, grouped_encode
 
 
+def id_map_fingerprint(dataset):
+    """Short SHA-256 of a dataset's user and item id maps (token of every remapped id)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for field in (dataset.uid_field, dataset.iid_field):
+        digest.update(field.encode() + b"\0")
+        digest.update("\0".join(map(str, dataset.field2id_token[field])).encode())
+        digest.update(b"\1")
+    return digest.hexdigest()[:16]
+
+
 class SeqBackboneMixin:
     """Mixin placed before a RecBole ``SequentialRecommender`` class (see module docstring)."""
 
@@ -54,6 +66,8 @@ class SeqBackboneMixin:
         if self.neg_exclude not in ("target", "history"):
             raise SADAInputError(f"neg_exclude must be 'target' or 'history', got {self.neg_exclude!r} (--neg_exclude=target)")
         self.eval_mask_history = bool(config["eval_mask_history"])
+        self.dataset_fingerprint = id_map_fingerprint(dataset)
+        self.dataset_label = getattr(dataset, "dataset_name", "?")
         overhead = config["group_overhead"]
         try:
             self.group_overhead = float("inf") if overhead is None else float(overhead)
@@ -61,6 +75,22 @@ class SeqBackboneMixin:
             self.group_overhead = -1.0
         if not self.group_overhead >= 0:
             raise SADAInputError(f"group_overhead must be a number >= 0 (tokens per extra group), got {overhead!r} (--group_overhead=256)")
+
+    # ----------------------------------------------------------------- checkpoints
+    def other_parameter(self):
+        """RecBole's extra checkpoint entries plus the fingerprint of the dataset's id maps."""
+        return {**(super().other_parameter() or {}), "dataset_fingerprint": self.dataset_fingerprint}
+
+    def load_other_parameter(self, para):
+        """Refuse a checkpoint made on data whose user/item id maps differ (another dataset, or
+        the same one filtered differently): its rows would silently mean other items."""
+        para = dict(para or {})
+        saved = para.pop("dataset_fingerprint", None)
+        if saved is not None and saved != self.dataset_fingerprint:
+            raise SADAInputError(
+                f"the checkpoint was trained on other data: its user/item id maps differ from those of dataset "
+                f"'{self.dataset_label}' here (another dataset or other filtering); use a checkpoint of this dataset")
+        super().load_other_parameter(para or None)
 
     def regularization(self):
         """Extra loss terms of the backbone (e.g. NextItNet's L2 on its residual blocks)."""
