@@ -86,3 +86,81 @@ def run_recbole_sada(
         "config": config,
         "trainer": trainer,
     }
+
+
+# ------------------------------------------------------------------------------ reload and rank
+def load_data_and_model(model_file, device=None):
+    """RecBole's ``load_data_and_model`` for plugin (and RecBole) models: rebuild the config,
+    dataset and dataloaders a checkpoint was trained with and load its weights.
+
+    Args:
+        model_file: a ``.pth`` written by a training run (``saved/<Model>-<date>.pth``).
+        device: where the model runs (default: the checkpoint's device when available, else CPU).
+
+    Returns:
+        ``(config, model, dataset, train_data, valid_data, test_data)`` as RecBole's.
+
+    Raises:
+        SADAInputError: the file is missing or not a RecBole checkpoint; the dataset's id maps
+        differ from those the model was trained on.
+    """
+    import os
+
+    from recbole_sada.compat import load_checkpoint
+    from recbole_sada.errors import SADAInputError
+
+    if not os.path.isfile(model_file):
+        raise SADAInputError(f"model_file not found: {model_file} (a .pth from a training run, e.g. saved/...)")
+    try:
+        checkpoint = load_checkpoint(model_file, map_location="cpu")
+    except Exception as exc:
+        raise SADAInputError(f"{model_file} is not a checkpoint ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
+        raise SADAInputError(f"{model_file} is not a RecBole checkpoint (no config / state_dict)")
+    config = checkpoint["config"]
+    if device is None:
+        device = config["device"] if torch.cuda.is_available() else torch.device("cpu")
+    config["device"] = torch.device(device)
+    config["use_gpu"] = config["device"].type == "cuda"
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))  # refuses other data (id maps)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def full_sort_topk(uid_series, model, test_data, k, device=None):
+    """RecBole's ``full_sort_topk`` (works for plugin models): ``(scores, item ids)`` of the
+    ``k`` best items for each internal user id, from the user's test input sequence (everything
+    before the test item); padding scores ``-inf``, and with ``eval_mask_history`` the input items."""
+    from recbole.utils.case_study import full_sort_topk as recbole_full_sort_topk
+
+    device = device or next(model.parameters()).device
+    return recbole_full_sort_topk(uid_series, model, test_data, k, device=device)
+
+
+def topk_items(user_tokens, model, test_data, k=10):
+    """The ``k`` recommended item tokens (best first) for each user token (as in the atomic files)."""
+    dataset = test_data.dataset
+    uids = dataset.token2id(dataset.uid_field, [str(u) for u in user_tokens])
+    _, index = full_sort_topk(list(map(int, uids)), model, test_data, k)
+    return [list(dataset.id2token(dataset.iid_field, row.cpu().numpy())) for row in index]
+
+
+def item_text_table(config):
+    """``{item token: text}`` from the dataset's ``.item`` file, with the configured
+    ``item_text_fields`` / ``item_text_template`` (the text the semantic encoder reads)."""
+    from pathlib import Path
+
+    from recbole_sada.preprocess.text import item_texts, read_item_table
+    from recbole_sada.semantic.features import semantic_settings
+
+    settings = semantic_settings(config)
+    path = Path(config["data_path"]) / f"{config['dataset']}.item"
+    table = read_item_table(path, config["ITEM_ID_FIELD"], settings["item_text_fields"])
+    fields = settings["item_text_fields"] or list(table.columns)
+    return item_texts(table, fields, settings["item_text_template"], config["seq_separator"] or " ")

@@ -142,6 +142,16 @@ def one_line_error(excinfo, *names):
 
 
 # ------------------------------------------------------------------------------ text
+def test_default_text_fields_skip_links_and_ids(tmp_path):
+    path = tmp_path / "x.item"
+    path.write_text("item_id:token\tasin:token\ttitle:token\timUrl:token\tcode:token\tyear:token\tlink2:token\n"
+                    "i1\tB000052YAN\tRed lipstick\thttp://a/1.jpg\tX1\t1999\thttp://shop/1\n"
+                    "i2\tB00004TMFE\tBlue nail polish\thttp://a/2.jpg\tX2\t1999\twww.shop.com/2\n")
+    table = read_item_table(path, "item_id", None)
+    assert list(table.columns) == ["title", "year"]  # ids, links and distinct codes are not text
+    assert list(read_item_table(path, "item_id", ["title", "asin"]).columns) == ["title", "asin"]  # as asked
+
+
 def test_clean_value_and_template():
     assert clean_value("'Beauty', 'Makeup', \"Men's\", 'Nail Polish'", "token_seq") == \
         "Beauty, Makeup, Men's, Nail Polish"
@@ -152,6 +162,9 @@ def test_clean_value_and_template():
     assert clean_value("Animation Children's Comedy", "token_seq") == "Animation Children's Comedy"
     assert clean_value("12 ''Pro'' &amp; Co", "token") == '12 "Pro" & Co'
     assert clean_value("1995.0", "float") == "1995"
+    # CSV-style quoting, as pandas (hence RecBole) reads it
+    assert clean_value('"Tom\'s ""Best"" Shop"', "token") == 'Tom\'s "Best" Shop'
+    assert clean_value('"Men\'s", "Nail Polish"', "token_seq") == "Men's, Nail Polish"
     render = compile_template("{t}[ ({y})][. Genres: {g}]", ["t", "y", "g"])
     assert render({"t": "Toy Story", "y": "1995", "g": "Comedy"}) == "Toy Story (1995). Genres: Comedy"
     assert render({"t": "Toy Story", "y": "", "g": "Comedy"}) == "Toy Story. Genres: Comedy"

@@ -172,3 +172,65 @@ def test_checkpoint_of_the_same_data_still_loads(trained, capsys):
     root, ckpt = trained
     code, lines = cli(capsys, root, f"--pretrained_path={ckpt}", "--stage1_epochs=0", model="BASRecSASRec")
     assert code == 0, lines
+
+
+# ------------------------------------------------------------------------------ reload and recommend
+def test_reloaded_model_gives_the_runs_test_metrics(trained):
+    import json
+
+    from recbole_sada.quick_start import load_data_and_model, topk_items
+    from recbole_sada.utils import get_trainer
+
+    root, ckpt = trained
+    result = json.loads((Path(root) / "run.json").read_text())
+    config, model, dataset, _, _, test_data = load_data_and_model(ckpt)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    again = trainer.evaluate(test_data, load_best_model=False)
+    assert {k: round(v, 4) for k, v in again.items()} == {k: round(v, 4) for k, v in result["test_result"].items()}
+    top = topk_items(["u1", "u2"], model, test_data, k=5)
+    assert len(top) == 2 and all(len(row) == 5 and len(set(row)) == 5 for row in top)
+    assert all(str(t).startswith("i") for row in top for t in row)  # item tokens, padding never
+
+
+def test_load_data_and_model_refuses_junk(tmp_path):
+    from recbole_sada.quick_start import load_data_and_model
+
+    junk = tmp_path / "x.pth"
+    junk.write_text("no")
+    with pytest.raises(SADAInputError, match="is not a checkpoint"):
+        load_data_and_model(str(junk))
+    with pytest.raises(SADAInputError, match="not found"):
+        load_data_and_model(str(tmp_path / "missing.pth"))
+
+
+def test_readme_reload_example_runs_on_a_sada_checkpoint(tmp_path, capsys):
+    """The README's example, word for word but for the checkpoint path, on a SADA run."""
+    import contextlib
+    import io
+    import json
+    import os
+    import re
+
+    from conftest import ROOT
+
+    write_tiny_dataset(tmp_path)
+    out = tmp_path / "run.json"
+    argv = ["--model=SADASASRec", "--dataset=tiny", f"--data_path={tmp_path}", f"--checkpoint_dir={tmp_path}/saved",
+            f"--cache_dir={tmp_path}/cache", "--n_clusters=2", "--stage1_epochs=0", f"--result_json={out}"] + SMALL
+    assert run_recbole_sada.main(argv) == 0, capsys.readouterr().err[-2000:]
+    model_file = json.loads(out.read_text())["model_file"]
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- reload-example -->\n```python\n(.*?)```", readme, re.S).group(1)
+    line = re.search(r'^model_file = "[^"]+"', block, re.M).group(0)
+    code = block.replace(line, f"model_file = {model_file!r}")
+    printed = io.StringIO()
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code, "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
+    rows = [r.split(" ", 2) for r in printed.getvalue().strip().splitlines()]
+    assert [int(r[0]) for r in rows] == list(range(1, 11))
+    assert all(r[1].startswith("i") and ("action movie" in r[2] or "romantic comedy" in r[2]) for r in rows)

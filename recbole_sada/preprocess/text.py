@@ -85,6 +85,7 @@ def read_item_table(path, id_field: str, fields: Sequence[str] | None) -> ItemTa
             f"{path} has no '{id_field}' field (header: {', '.join(types)}); the item id field "
             "is ITEM_ID_FIELD"
         )
+    chosen_by_default = fields is None
     if fields is None:
         fields = [n for n in types if n != id_field]
     missing = [f for f in fields if f not in types]
@@ -101,6 +102,8 @@ def read_item_table(path, id_field: str, fields: Sequence[str] | None) -> ItemTa
     )
     frame = frame.fillna("")  # rows with missing trailing fields
     frame.columns = [c.partition(":")[0] for c in frame.columns]
+    if chosen_by_default:
+        fields = [f for f in fields if not non_text_field(f, frame[f].tolist())] or fields
     return ItemTable(
         path=path,
         tokens=frame[id_field].str.strip().tolist(),
@@ -109,11 +112,41 @@ def read_item_table(path, id_field: str, fields: Sequence[str] | None) -> ItemTa
     )
 
 
+_URL_NAME = re.compile(r"(?i)(url|uri|link|image|img|photo|thumbnail|href)")
+_ID_NAME = re.compile(r"(?i)(^id$|_id$|^asin$|asin|^sku$|^ean$|^isbn|^upc$|^uuid$)")
+_URL_VALUE = re.compile(r"(?i)^\s*(https?://|www\.)")
+_CODE_VALUE = re.compile(r"^[A-Za-z0-9_-]*\d[A-Za-z0-9_-]*$")
+
+
+def non_text_field(name: str, values: Sequence[str], sample: int = 1000) -> bool:
+    """True for a field that reads as a link or an identifier, not as text: its name says so
+    (``imUrl``, ``image``, ``asin``, ``brand_id`` ...), most values are URLs, or every value is a
+    distinct code with a digit and no space (``B000052YAN``, ``123456``).  Used only when
+    ``item_text_fields`` is not set."""
+    if _URL_NAME.search(name) or _ID_NAME.search(name):
+        return True
+    filled = [str(v).strip() for v in values[:sample] if str(v).strip()]
+    if not filled:
+        return False
+    if sum(bool(_URL_VALUE.match(v)) for v in filled) >= 0.5 * len(filled):
+        return True
+    return len(filled) > 1 and len(set(filled)) == len(filled) and all(_CODE_VALUE.match(v) for v in filled)
+
+
+def unquote_csv(text: str) -> str:
+    """``"Tom''s ""Best"" Shop"`` style quoting (as pandas, hence RecBole, reads a quoted field):
+    a value wrapped in double quotes loses them and ``""`` becomes ``"``."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        return text[1:-1].replace('""', '"')
+    return text
+
+
 # ------------------------------------------------------------------------------ values
 def clean_value(value: str, kind: str, seq_separator: str = " ") -> str:
     """One field value as plain text.
 
-    * HTML entities are decoded and whitespace runs become one space.
+    * HTML entities are decoded, a CSV-quoted value is unquoted (as RecBole's reader does) and
+      whitespace runs become one space.
     * ``token``: ``''`` (the converters' encoding of ``"``) becomes ``"``.
     * ``token_seq``: a quoted list (``'Beauty', 'Nail Polish'``, as in the S3-Rec ``Beauty.item``)
       becomes ``Beauty, Nail Polish``; otherwise the tokens are joined by spaces with ``_`` read as a space
@@ -121,6 +154,8 @@ def clean_value(value: str, kind: str, seq_separator: str = " ") -> str:
     * ``float``: integral values lose their ``.0`` (``1995.0`` -> ``1995``).
     """
     text = html.unescape(str(value or "")).strip()
+    if kind != "token_seq":  # a quoted token_seq is a quoted list (below)
+        text = unquote_csv(text)
     if not text:
         return ""
     if kind == "token_seq":
