@@ -100,6 +100,7 @@ def main(argv=None):
         print("no trial completed: no best config written", file=sys.stderr)
         return 1
     print(f"best:  {paths['yaml']} (valid {best['valid_score']:.4f}, trial {best['trial']})")
+    print(f"rerun: {out['rerun']}")
     return 0
 
 

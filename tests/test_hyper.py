@@ -7,6 +7,7 @@ completes; the md / csv / best yaml / png outputs; the best yaml reruns through
 ``run_recbole_sada.py`` to the same valid metric; ``--resume`` reopens the finished search.
 """
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -205,14 +206,17 @@ def local_ray():
 
 def test_search_with_a_failing_trial_writes_reports(tiny10, tmp_path, local_ray, capsys):
     space = _write(tmp_path / "space.hyper", "n_heads choice [1, 3]\nlearning_rate loguniform -7,-5\n")
+    data_yaml = _write(tmp_path / "data.yaml", f"data_path: {tiny10}\n")  # the data come from a user file
     out = tmp_path / "results"
     argv = [
         "--model=SASRec", "--dataset=tiny10", f"--params_file={space}", "--search=grid",
-        "--epochs=1", "--max_concurrent=2", "--verbose=0", *_fixed(tiny10, out),
+        "--epochs=1", "--max_concurrent=2", "--verbose=0", f"--config_files={data_yaml}",
+        *[a for a in _fixed(tiny10, out) if not a.startswith("--data_path=")],
     ]
     assert run_hyper_sada.main(argv) == 0
     printed = capsys.readouterr().out
     assert "2 trials" in printed and "1 failed" in printed
+    rerun_line = next(line for line in printed.splitlines() if line.startswith("rerun: ")).split(" ", 1)[1]
 
     # csv: every trial, best first; the failed one with its error message
     with open(out / "SASRec-tiny10.csv") as f:
@@ -235,16 +239,21 @@ def test_search_with_a_failing_trial_writes_reports(tiny10, tmp_path, local_ray,
     # best yaml: the searched values, the fixed overrides and the seed; it reruns to the same score
     best_yaml = out / "SASRec-tiny10-best.yaml"
     best = yaml.safe_load(best_yaml.read_text())
-    assert best["n_heads"] == 1 and best["seed"] == 2020 and best["epochs"] == 1
+    assert best["n_heads"] == 1 and best["seed"] == 2020 and "epochs" not in best  # the budget is not pinned
     assert best["learning_rate"] == pytest.approx(float(ok["learning_rate"]))
-    assert best["data_path"] == str(tiny10) and "output_dir" not in best
+    assert "data_path" not in best and "output_dir" not in best
 
-    from recbole_sada.quick_start import run_recbole_sada
+    # the printed rerun line (the search's config files, the best yaml, its epochs) reruns the trial
+    import shlex
 
-    rerun = run_recbole_sada(
-        "SASRec", "tiny10", config_file_list=[str(best_yaml)],
-        config_dict={"checkpoint_dir": str(tmp_path / "rerun")},
-    )
+    import run_recbole_sada
+
+    words = shlex.split(rerun_line)
+    assert words[:2] == ["python", "run_recbole_sada.py"] and "--epochs=1" in words
+    assert str(data_yaml) in rerun_line and best_yaml.name in rerun_line
+    result_json = tmp_path / "rerun.json"
+    assert run_recbole_sada.main(words[2:] + [f"--checkpoint_dir={tmp_path / 'rerun'}", f"--result_json={result_json}"]) == 0
+    rerun = json.loads(result_json.read_text())
     assert rerun["best_valid_result"]["ndcg@5"] == pytest.approx(float(ok["valid_ndcg@5"]), abs=1e-4)
 
     # --resume reopens the finished experiment: nothing reruns, the reports are written again

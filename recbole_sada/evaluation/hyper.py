@@ -330,11 +330,23 @@ def write_markdown(path, rows, param_names, info):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def rerun_command(info, yaml_path):
+    """The command that reruns the best trial: the search's own config files, then the best
+    yaml, and the search's epoch budget (kept out of the yaml, so the yaml also serves a full-
+    length run)."""
+    files = [*map(str, info["config_files"]), str(_shown(yaml_path))]
+    shown = files[0] if len(files) == 1 else '"' + " ".join(files) + '"'
+    return (f"python run_recbole_sada.py --model={info['model']} --dataset={info['dataset']} "
+            f"--config_files={shown} --epochs={info['epochs']}")
+
+
 def write_best_yaml(path, best, param_names, info):
     import yaml
 
     values = OrderedDict()
     for key, value in info["fixed"].items():
+        if key == "epochs":  # the search budget: on the rerun line, not pinned in the yaml
+            continue
         values[key] = _plain(value)
     for name in param_names:
         values[name] = _plain(best[name])
@@ -346,10 +358,8 @@ def write_best_yaml(path, best, param_names, info):
     ]
     if info["config_files"]:
         header.append(f"# the search also used the config files: {' '.join(info['config_files'])}")
-    header.append(
-        f"# rerun: python run_recbole_sada.py --model={info['model']} --dataset={info['dataset']} "
-        f"--config_files={_shown(path)}"
-    )
+    header.append(f"# each trial ran at most {info['epochs']} epochs; the rerun of this trial:")
+    header.append(f"# {rerun_command(info, path)}")
     body = yaml.safe_dump(dict(values), sort_keys=False, default_flow_style=False)
     Path(path).write_text("\n".join(header) + "\n" + body)
 
@@ -695,4 +705,6 @@ def run_search(
     stopped_ids = set(stopped_file.read_text().split()) if stopped_file.is_file() else set()
     rows = collect_rows(result_grid, [p.name for p in params], bigger, stopped_ids)
     paths, best = write_reports(output_dir, rows, params, info)
-    return {"rows": rows, "best": best, "paths": paths, "experiment_path": experiment_path, "seconds": elapsed}
+    rerun = rerun_command(info, paths["yaml"]) if best is not None else None
+    return {"rows": rows, "best": best, "paths": paths, "experiment_path": experiment_path, "seconds": elapsed,
+            "rerun": rerun}
