@@ -234,3 +234,28 @@ def test_readme_reload_example_runs_on_a_sada_checkpoint(tmp_path, capsys):
     rows = [r.split(" ", 2) for r in printed.getvalue().strip().splitlines()]
     assert [int(r[0]) for r in rows] == list(range(1, 11))
     assert all(r[1].startswith("i") and ("action movie" in r[2] or "romantic comedy" in r[2]) for r in rows)
+
+
+def test_readme_own_dataset_steps(tmp_path, capsys):
+    """'Your own dataset' of the README followed step by step: files, its yaml (taken from the
+    README as written), the run."""
+    import re
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Your own dataset"):]
+    section = section[: section.index("\n## ")]
+    settings = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    settings = "\n".join(line[3:] if line.startswith("   ") else line for line in settings.splitlines())
+    folder = tmp_path / "dataset" / "mine"
+    write_tiny_dataset(tmp_path / "dataset", name="mine")  # step 1: .inter (typed header) ...
+    lines = (folder / "mine.item").read_text().splitlines()  # ... and .item with text fields
+    (folder / "mine.item").write_text("\n".join(["item_id:token\ttitle:token\tcategories:token_seq"] + [
+        f"{line}\t{'Action Thriller' if int(line.split(chr(9))[0][1:]) <= 20 else 'Romance'}" for line in lines[1:]]) + "\n")
+    (folder / "mine.yaml").write_text(settings)  # step 2
+    args = [f"--config_files={folder / 'mine.yaml'}", "--n_clusters=2", "--stage1_epochs=0", f"--cache_dir={tmp_path}/cache"]
+    code, lines = cli(capsys, tmp_path / "dataset", *args, model="SADASASRec", dataset="mine")  # step 5
+    assert code == 0, lines[-5:]
+    assert (folder / "mine.itememb").is_file()  # step 4: SADA built the features itself
+    assert "categories" in (folder / "mine.semantic.json").read_text()
