@@ -182,8 +182,9 @@ def test_reports_without_ray(tmp_path):
             row("c", "error", None, ["reorder"], 2e-3, "ValueError: boom | bad")]
     paths, best = write_reports(tmp_path / "out", rows, params, info)
     assert best["trial"] == "a" and paths["png"].is_file()
-    assert yaml.safe_load(paths["yaml"].read_text()) == {
-        "epochs": 2, "single_ops": ["reorder"], "learning_rate": 1e-3, "seed": 1}
+    text = paths["yaml"].read_text()
+    assert yaml.safe_load(text) == {"single_ops": ["reorder"], "learning_rate": 1e-3, "seed": 1}  # budget not pinned
+    assert "--config_files=" in text and "--epochs=2" in text  # ... but on the rerun line
     md = paths["md"].read_text()
     assert "ValueError: boom \\| bad" in md and "1 completed, 1 stopped early by the scheduler, 1 failed" in md
     # nothing completed: no best yaml, no plot; the table still lists the failures
