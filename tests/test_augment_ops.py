@@ -461,7 +461,7 @@ def test_blended_similarity_endpoints_and_mix():
     sem = EmbeddingCosineSimilarity(emb)
     assert torch.equal(BlendedSimilarity(collab, sem, 0.0).topk(3), collab.topk(3))
     assert torch.equal(BlendedSimilarity(collab, sem, 1.0).topk(3), sem.topk(3))
-    mid = BlendedSimilarity(collab, sem, 0.5)
+    mid = BlendedSimilarity(collab, sem, 0.5, mode="raw")
     top = mid.topk(6, chunk_size=3)
     assert not bool((top[1:] == torch.arange(1, 7).unsqueeze(1)).any())
     assert top[0].tolist() == [0] * 6
@@ -471,6 +471,44 @@ def test_blended_similarity_endpoints_and_mix():
     s_c, _ = collab.row_scores(torch.tensor([2]))
     s_s, _ = sem.row_scores(torch.tensor([2]))
     assert torch.allclose(scores[valid], (0.5 * s_c + 0.5 * s_s)[valid].double())
+
+
+class MatrixSimilarity(ItemSimilarity):
+    """Scores from a dense matrix; admissible where the score is > 0."""
+
+    def __init__(self, matrix):
+        self.m = torch.as_tensor(matrix, dtype=torch.float64)
+        self.n_items = self.m.shape[0]
+
+    def row_scores(self, rows):
+        s = self.m[rows]
+        valid = (s > 0) & self._base_valid(rows)
+        return torch.where(valid, s, torch.zeros_like(s)), valid
+
+
+def blend_case(collab_scale=1.0):
+    n = 8
+    collab, sem = torch.zeros(n, n), torch.zeros(n, n)
+    for item, score in {2: 0.12, 7: 0.10, 3: 0.08, 4: 0.05}.items():
+        collab[1, item] = score * collab_scale
+    for item, score in {2: 0.30, 3: 0.50, 4: 0.85, 5: 0.90, 6: 0.88, 7: 0.20}.items():
+        sem[1, item] = score
+    return MatrixSimilarity(collab), MatrixSimilarity(sem)
+
+
+def test_rank_blend_gives_collaborative_mixed_semantic_neighbours():
+    """substitute_semantic_weight 0 / 0.5 / 1: collaborative / mixed / semantic top-3, whatever
+    the scale of the collaborative scores (a raw blend is the semantic list in disguise)."""
+    collab, sem = blend_case()
+    top = {w: BlendedSimilarity(collab, sem, w).topk(3)[1].tolist() for w in (0.0, 0.5, 1.0)}
+    assert top[0.0] == [2, 7, 3] and top[1.0] == [5, 6, 4]
+    assert top[0.5] == [2, 3, 4]  # items high in both lists; differs from either list alone
+    tiny_collab, _ = blend_case(collab_scale=0.01)
+    assert BlendedSimilarity(tiny_collab, sem, 0.5).topk(3)[1].tolist() == top[0.5]  # scale-free
+    raw = BlendedSimilarity(collab, sem, 0.5, mode="raw").topk(3)[1].tolist()
+    assert raw[0] in (4, 5) and 2 not in raw  # raw scores: the cosines dominate
+    with pytest.raises(ValueError, match="mode"):
+        BlendedSimilarity(collab, sem, 0.5, mode="sum")
 
 
 def test_topk_ties_broken_by_id():

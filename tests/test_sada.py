@@ -54,6 +54,24 @@ def test_switches_reproduce_basrec_exactly(sada_cfg):
     assert sada["best_valid_result"] == basrec["best_valid_result"]
 
 
+def test_switches_reproduce_basrec_exactly_on_the_official_preset(sada_cfg):
+    """The same with the official BASRec code's loss composition (4 views, 3 + 3 mixes, sums,
+    batch_sum ALW, official rounding, top-1 substitution, negatives outside the history)."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    preset = yaml.safe_load((root / "properties" / "preset" / "basrec_official.yaml").read_text())
+    schedule = {"epochs", "stage1_epochs", "valid_start_epoch", "stopping_step", "valid_metric", "torch_threads"}
+    cfg = {**sada_cfg, **{k: v for k, v in preset.items() if k not in schedule}, "single_batched": True}
+    assert cfg["n_single_views"] == 4 and cfg["n_item_mixes"] == 3 and cfg["alw_norm"] == "batch_sum"
+    basrec = run_recbole_sada("BASRecSASRec", "tiny", config_dict=cfg)
+    sada = run_recbole_sada("SADASASRec", "tiny", config_dict={**cfg, **BASREC_SWITCHES})
+    assert sada["test_result"] == basrec["test_result"]
+    assert sada["best_valid_result"] == basrec["best_valid_result"]
+
+
 @pytest.mark.parametrize("backbone", ["SASRec", "GRU4Rec", "FMLPRec", "NextItNet"])
 def test_sada_trains_with_all_modules(backbone, sada_cfg):
     result = run_recbole_sada("SADA" + backbone, "tiny", config_dict=sada_cfg)

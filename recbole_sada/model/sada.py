@@ -31,7 +31,11 @@ natural extension of BASRec, each choice with its reason.
    (``relevance_mode: relu``; ``cosine01`` = ``(cos + 1) / 2`` is milder): in the single-sequence
    mix the item at each position and its reordered / substituted replacement, in the item-wise
    cross mix the two target items that meet.  ALW uses the effective share.  M-Substitute draws
-   from ``(1 - w) collaborative + w semantic`` similarity, ``w = substitute_semantic_weight``.
+   from collaborative and semantic neighbours blended with ``w = substitute_semantic_weight``:
+   by rank (``substitute_blend: rank``, reciprocal-rank fusion), because the raw scores are on
+   different scales (ItemCF-IUF co-occurrence has a median of ~0.1 on Beauty, sentence cosines
+   sit far higher, so a raw blend, ``substitute_blend: raw``, is the semantic top-k for any
+   ``w > 0``).
    Items without text have relevance 1 (plain BASRec mixing).
 
 Switches: ``use_fusion``, ``fusion_gate``, ``use_cluster_pairing``, ``use_adaptive_mix`` and
@@ -49,7 +53,7 @@ from recbole_sada.model.backbones.fmlprec import FMLPRec
 from recbole_sada.model.backbones.gru4rec import GRU4Rec
 from recbole_sada.model.backbones.nextitnet import NextItNet
 from recbole_sada.model.backbones.sasrec import SASRec
-from recbole_sada.model.similarity import BlendedSimilarity, EmbeddingCosineSimilarity
+from recbole_sada.model.similarity import BLEND_MODES, BlendedSimilarity, EmbeddingCosineSimilarity
 from recbole_sada.semantic.features import load_semantic_features
 
 FUSION_GATES = ("popularity", "learned", "uniform")
@@ -158,6 +162,9 @@ class SADAMixin(BASRecMixin):
         self.use_adaptive_mix = bool(config["use_adaptive_mix"])
         self.relevance_mode = config["relevance_mode"]
         self.substitute_semantic_weight = float(config["substitute_semantic_weight"])
+        self.substitute_blend = config["substitute_blend"] or "rank"
+        if self.substitute_blend not in BLEND_MODES:
+            raise SADAInputError(f"substitute_blend must be one of {BLEND_MODES}, got {self.substitute_blend!r} (--substitute_blend=rank)")
         feats = load_semantic_features(config, dataset)
         self.register_buffer("item_semantic", feats.item_semantic.float(), persistent=False)
         self.register_buffer("user_cluster", feats.user_cluster.long(), persistent=False)
@@ -264,7 +271,8 @@ class SADAMixin(BASRecMixin):
         if self.substitute_semantic_weight <= 0:
             return collab.topk(self.substitute_topk)
         semantic = EmbeddingCosineSimilarity(self.item_semantic)
-        return BlendedSimilarity(collab, semantic, self.substitute_semantic_weight).topk(self.substitute_topk)
+        return BlendedSimilarity(collab, semantic, self.substitute_semantic_weight,
+                                 mode=self.substitute_blend).topk(self.substitute_topk)
 
     def relevance(self, a, b):
         return A.semantic_relevance(self.item_semantic[a], self.item_semantic[b], mode=self.relevance_mode)
