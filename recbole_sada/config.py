@@ -2,7 +2,7 @@
 
 Priority, lowest first::
 
-    RecBole defaults < properties/overall.yaml < properties/model/<Model>.yaml
+    RecBole defaults < properties/overall.yaml < properties/model/<Model>.yaml   (recbole_sada/properties/)
       < properties/dataset/<dataset>.yaml < config files given by the user
       < config_dict (Python API) < command-line ``--key=value``
 
@@ -23,7 +23,7 @@ from recbole.config import Config
 from recbole_sada.errors import SADAInputError
 from recbole_sada.utils import get_model
 
-PROPERTIES_DIR = Path(__file__).resolve().parents[1] / "properties"
+PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"  # package data (a wheel carries it)
 TRAIN_MODES = ("prefix", "sequence")
 LOSS_TYPES = ("BCE", "CE", "BPR")
 

@@ -1,0 +1,20 @@
+"""What the command-line entry points share: ``--key=value`` overrides and ``--config_files``."""
+from recbole_sada.errors import SADAInputError
+
+
+def parse_with_overrides(parser, argv):
+    """Parse the known flags; every other argument must be a ``--key=value`` config override.
+
+    Returns:
+        (args, config_files or None, overrides list)
+    """
+    args, rest = parser.parse_known_args(argv)
+    bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
+    if bad:
+        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
+    keys = [a[2:].split("=", 1)[0] for a in rest]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise SADAInputError(f"--{twice[0]} is given more than once; give each override once")
+    files = args.config_files.strip().split() if getattr(args, "config_files", None) else None
+    return args, files, list(rest)

@@ -1,0 +1,220 @@
+"""SADATrainer: RecBole's ``Trainer`` with two-stage training and named, reweighted losses.
+
+Only three small overrides of RecBole's loop (no copy of ``Trainer.fit``):
+
+* ``fit``: stage 1 (``stage1_epochs`` epochs of the plain backbone loss, no validation, so early
+  stopping only counts in stage 2) is RecBole's own ``fit`` without validation data; stage 2 is
+  RecBole's ``fit`` again, starting at the next epoch.  ``pretrained_path`` loads a stage-1
+  checkpoint and starts directly in stage 2.  ``epochs`` counts both stages.  ``valid_start_epoch``
+  (the official BASRec code's ``start_valid``): no validation before that epoch (the same
+  pattern: RecBole's ``fit`` without validation data, then with it).  ``eval_step`` is RecBole's:
+  validate every N epochs; ``stopping_step`` counts *validations* without improvement, i.e.
+  ``stopping_step * eval_step`` epochs.
+* ``_train_epoch``: the model sees the stage (``model.train_stage``); a model's ``calculate_loss``
+  may return a dict of named losses (a value may be a ``(per_sample_loss, weight)`` pair, reduced
+  as ``mean(loss * weight)``); their sum is optimised and each is logged per epoch (console and
+  tensorboard, as the batch mean).
+* checkpoint reloads go through :func:`recbole_sada.compat.trusted_checkpoint_load` (RecBole 1.2.1
+  on torch >= 2.6).
+"""
+import os
+import time
+from collections.abc import Mapping
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_sada.compat import load_checkpoint, trusted_checkpoint_load
+from recbole_sada.errors import SADAInputError
+
+
+def reduce_loss(value):
+    """A loss entry: a tensor (reduced by mean) or a ``(per_sample_loss, weight)`` pair."""
+    if isinstance(value, (tuple, list)):
+        loss, weight = value
+        return (loss * weight).mean()
+    return value.mean() if value.dim() > 0 else value
+
+
+class SADATrainer(Trainer):
+    """Trainer for every sequential model of the plugin (see module docstring)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        # RecBole names checkpoints <model>-<time to the second>.pth: runs of one model started in
+        # the same second (parallel seeds, tuning trials) would overwrite each other's best model.
+        root, ext = os.path.splitext(self.saved_model_file)
+        self.saved_model_file = f"{root}-{os.getpid()}-{id(self):x}{ext}"
+        two_stage = config["two_stage"] is not False
+        self.stage1_epochs = int(config["stage1_epochs"] or 0) if two_stage else 0
+        self.pretrained_path = config["pretrained_path"]
+        self.stage = 2 if (self.pretrained_path or self.stage1_epochs == 0) else 1
+        start = config["valid_start_epoch"] or 0
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise SADAInputError(f"valid_start_epoch must be an integer >= 0, got {start!r} (--valid_start_epoch=0)")
+        self.loss_names = None
+        self.epoch_times = []
+        self.stage1_model_file = None
+
+    # ------------------------------------------------------------------ stages
+    def _set_stage(self, stage):
+        self.stage = stage
+        self.model.train_stage = stage
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.pretrained_path:
+            self._load_weights(self.pretrained_path, "Loaded stage-1 checkpoint")
+        elif self.stage1_epochs > 0 and self.start_epoch < self.stage1_epochs:
+            self._set_stage(1)
+            total_epochs = self.epochs
+            self.epochs = self.stage1_epochs
+            if verbose:
+                self.logger.info(set_color(f"Stage 1: {self.stage1_epochs} epochs of the plain loss", "green"))
+            super().fit(train_data, None, verbose=verbose, saved=False, show_progress=show_progress)
+            self.epochs = total_epochs
+            self.start_epoch = self.stage1_epochs
+            if saved:
+                self.stage1_model_file = self.saved_model_file.replace(".pth", "-stage1.pth")
+                self._save_checkpoint(self.stage1_epochs - 1, verbose=verbose, saved_model_file=self.stage1_model_file)
+        self._set_stage(2)
+        if verbose and (self.stage1_epochs or self.pretrained_path):
+            self.logger.info(set_color("Stage 2: augmented loss, validation and early stopping", "green"))
+        valid_start = int(self.config["valid_start_epoch"] or 0)
+        if valid_data is not None and valid_start > self.start_epoch:
+            total_epochs = self.epochs
+            self.epochs = min(valid_start, total_epochs)
+            if verbose:
+                self.logger.info(set_color(f"No validation before epoch {self.epochs}", "green"))
+            super().fit(train_data, None, verbose=verbose, saved=False, show_progress=show_progress)
+            self.epochs = total_epochs
+            self.start_epoch = max(self.start_epoch, valid_start)
+        return super().fit(
+            train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
+        )
+
+    # ------------------------------------------------------------------ losses
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.train_stage = self.stage
+        base = loss_func or self.model.calculate_loss
+        names, n_batches = [], [0]
+
+        def named_loss(interaction):
+            out = base(interaction)
+            n_batches[0] += 1
+            if not isinstance(out, Mapping):
+                return out
+            if not names:
+                names.extend(out.keys())
+            elif list(out.keys()) != names:
+                raise ValueError(f"loss components changed within an epoch: {names} -> {list(out)}")
+            return tuple(reduce_loss(v) for v in out.values())
+
+        start = time.time()
+        total = super()._train_epoch(train_data, epoch_idx, loss_func=named_loss, show_progress=show_progress)
+        self.epoch_times.append(time.time() - start)
+        self._log_model_stats(epoch_idx)
+        self.loss_names = list(names) if names else None
+        n = max(n_batches[0], 1)
+        if isinstance(total, tuple):
+            return tuple(t / n for t in total)
+        return total / n if total is not None else total
+
+    def _log_model_stats(self, epoch_idx):
+        """Log what a model counted during the epoch (``pop_epoch_stats``, e.g. SADA's pairing)."""
+        pop = getattr(self.model, "pop_epoch_stats", None)
+        stats = pop() if callable(pop) else None
+        if stats:
+            self.epoch_stats = stats
+            self.logger.info(
+                set_color(f"epoch {epoch_idx} stats", "green") + ": "
+                + ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in stats.items())
+            )
+            for k, v in stats.items():
+                self.tensorboard.add_scalar(f"Stats/{k}", v, epoch_idx)
+
+    def _loss_items(self, losses):
+        if isinstance(losses, tuple):
+            names = self.loss_names or [f"loss{i + 1}" for i in range(len(losses))]
+            return list(zip(names, losses))
+        return [("loss", losses)]
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        des = self.config["loss_decimal_place"] or 4
+        parts = [f"{set_color(name, 'blue')}: {value:.{des}f}" for name, value in self._loss_items(losses)]
+        return (
+            set_color(f"epoch {epoch_idx} training", "green")
+            + f" [stage {self.stage}, {set_color('time', 'blue')}: {e_time - s_time:.2f}s, "
+            + ", ".join(parts)
+            + "]"
+        )
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        items = self._loss_items(losses)
+        for name, value in items:
+            self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
+        if len(items) > 1:
+            self.tensorboard.add_scalar(tag, sum(v for _, v in items), epoch_idx)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_weights(self, path, message):
+        try:
+            checkpoint = load_checkpoint(path, map_location=self.device)
+        except Exception as exc:  # UnpicklingError, EOFError, zip errors: not a torch file
+            raise SADAInputError(
+                f"pretrained_path {path} is not a checkpoint ({type(exc).__name__}); give the .pth a "
+                f"training run saved in saved/") from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise SADAInputError(
+                f"pretrained_path {path} is not a RecBole checkpoint (no state_dict); give the .pth a "
+                f"training run saved in saved/")
+        own = self.model.state_dict()
+        shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in checkpoint["state_dict"].items()
+                  if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+        if shapes:
+            k, theirs, ours = shapes[0]
+            raise SADAInputError(
+                f"pretrained_path {path} does not fit {type(self.model).__name__}: {k} is {list(theirs)} in the "
+                f"checkpoint and {list(ours)} here ({len(shapes)} such parameters); train with the checkpoint's "
+                f"settings (hidden_size, inner_size, n_layers, MAX_ITEM_LIST_LENGTH ...) and dataset")
+        # A backbone checkpoint (e.g. SASRec's) may start BASRec/SADA/LLMSeR on that backbone:
+        # parameters the augmenting model adds (SADA's semantic projection and gate) start fresh;
+        # a parameter the model does not have is an error (wrong checkpoint).
+        try:
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        except SADAInputError as exc:
+            raise SADAInputError(f"pretrained_path {path}: {exc}") from None
+        missing, unexpected = self.model.load_state_dict(checkpoint["state_dict"], strict=False)
+        if unexpected:
+            raise SADAInputError(
+                f"pretrained_path {path} does not fit {type(self.model).__name__}: unexpected parameters "
+                f"{sorted(unexpected)[:5]} (use a checkpoint of this model or of its backbone)"
+            )
+        if missing:
+            self.logger.info(f"Parameters not in {path}, initialised fresh: {sorted(missing)}")
+        self.logger.info(f"{message}: {path}")
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint, written to a temporary file and renamed: an interrupt (Ctrl-C)
+        never leaves a half-written ``.pth`` where the last good one was."""
+        target = kwargs.pop("saved_model_file", self.saved_model_file)
+        tmp = f"{target}.tmp"
+        super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
+        if os.path.isfile(tmp):
+            os.replace(tmp, target)
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {target}")
+
+    def resume_checkpoint(self, resume_file):
+        with trusted_checkpoint_load():
+            super().resume_checkpoint(resume_file)
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data and not os.path.isfile(model_file or self.saved_model_file):
+            raise FileNotFoundError(
+                f"no checkpoint to test: {model_file or self.saved_model_file} (was the model saved?)"
+            )
+        with trusted_checkpoint_load():
+            return super().evaluate(
+                eval_data, load_best_model=load_best_model, model_file=model_file, show_progress=show_progress
+            )
