@@ -16,6 +16,7 @@ import argparse
 import ast
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -30,6 +31,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from recbole_sada.evaluation.significance import mean_std, paired_ttest  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 BUDGETS = {
@@ -193,17 +198,11 @@ def store_result(store, spec, dataset, seed, overrides, data, pretrained_from=No
     return path
 
 
-def mean_std(values):
-    arr = np.asarray(values, dtype=float)
-    return arr.mean(), (arr.std(ddof=1) if len(arr) > 1 else 0.0)
-
-
 def paired_p(a, b):
-    if len(a) < 2 or np.allclose(np.asarray(a) - np.asarray(b), 0):
-        return None
-    from scipy.stats import ttest_rel
-
-    return float(ttest_rel(a, b).pvalue)
+    """p of the paired t-test (:func:`recbole_sada.evaluation.significance.paired_ttest`), or None
+    when it is undefined (one seed, or differences without variance)."""
+    _, p = paired_ttest(a, b)
+    return None if math.isnan(p) else p
 
 
 def machine():
