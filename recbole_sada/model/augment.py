@@ -24,15 +24,15 @@ Mapping to the BASRec paper (Dang et al., AAAI 2025)
   :func:`mix_representations`
 * Eq. 9   adaptive loss weighting                 -> :func:`alw_weights`
 * Eq. 10-12 batch shuffle + item-wise / feature-wise nonlinear mixup
-  -> :func:`shuffle_partners`, :func:`mixup_weights`, :func:`nonlinear_mixup`
+  -> :func:`shuffle_partners`, :func:`mixup_weights`, :func:`mix_pair`
 
 SADA extensions (semantic-aware mixing; the SADA proposal gives no formulas,
 these are the natural extension of BASRec):
 * the mix-in share ``1 - lambda`` is scaled by a semantic relevance in [0, 1]
   (:func:`semantic_relevance`), so semantically unrelated items are mixed
   less; relevance 1 gives back plain BASRec, relevance 0 the original;
-* cross-sequence partners can be restricted to users of the same interest
-  cluster (``groups`` argument of :func:`shuffle_partners`).
+* cross-sequence partners from users of the same interest cluster
+  (:func:`recbole_sada.model.sada.cluster_partners`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
     "alw_weights",
     "shuffle_partners",
     "mixup_weights",
-    "nonlinear_mixup",
+    "mix_pair",
     "semantic_relevance",
 ]
 
@@ -475,35 +475,17 @@ def shuffle_partners(
     batch_size: int,
     device=None,
     generator: Optional[torch.Generator] = None,
-    groups: Optional[Tensor] = None,
 ) -> Tensor:
-    """Partner index for the batch shuffle of Eq. 10.
-
-    Without ``groups`` this is a uniform random permutation (fixed points
-    allowed, as with a plain shuffle).  With ``groups`` (``(B,)`` integer
-    cluster ids, SADA user-interest clusters) it is a uniform random
-    permutation *within* every group: ``groups[perm] == groups`` always, and
-    a sequence alone in its group is its own partner (mixing with itself is
-    the identity).
+    """Partner index for the batch shuffle of Eq. 10: a uniform random permutation (fixed points
+    allowed, as with a plain shuffle).  SADA's cluster pairing is
+    :func:`recbole_sada.model.sada.cluster_partners`.
 
     Returns:
         LongTensor ``(B,)``.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    if groups is None:
-        u = _rand((batch_size,), dev, generator, dtype=torch.float64)
-        return torch.argsort(u, stable=True)
-    g = groups.to(device=dev, dtype=torch.float64).reshape(-1)
-    if g.numel() != batch_size:
-        raise ValueError("groups must have batch_size entries")
-    # order groups (ranked) with a random order inside each group, twice:
-    _, g_rank = torch.unique(g, return_inverse=True)
-    g_rank = g_rank.to(torch.float64)
-    o1 = torch.argsort(g_rank + _rand((batch_size,), dev, generator, dtype=torch.float64) * 0.5, stable=True)
-    o2 = torch.argsort(g_rank + _rand((batch_size,), dev, generator, dtype=torch.float64) * 0.5, stable=True)
-    perm = torch.empty(batch_size, dtype=torch.long, device=dev)
-    perm[o1] = o2
-    return perm
+    u = _rand((batch_size,), dev, generator, dtype=torch.float64)
+    return torch.argsort(u, stable=True)
 
 
 def mixup_weights(
@@ -550,61 +532,15 @@ def mixup_weights(
     return lam
 
 
-def _fit_weight(lam: Tensor, X: Tensor, index: Optional[Tensor]) -> Tensor:
-    """Adapt a ``(B, L|1, 1|D)`` weight to ``X`` of shape ``(B, L, D)`` or ``(B, D)``."""
-    if X.dim() == 3:
-        return lam
-    if X.dim() != 2:
-        raise ValueError("tensors to mix must be (B, L, D) or (B, D)")
-    if lam.dim() == 2:
-        return lam
-    if lam.shape[1] == 1:
-        return lam[:, 0, :]  # (B, 1) or (B, D)
-    if index is None:
-        raise ValueError(
-            "item-wise weights (B, L, 1) need `index` (B,) to mix (B, D) tensors"
-        )
-    idx = index.to(device=lam.device, dtype=torch.long).view(-1, 1, 1).expand(-1, 1, lam.shape[2])
-    return torch.gather(lam, 1, idx)[:, 0, :]  # (B, 1)
+def mix_pair(lam: Tensor, x: Tensor, x_partner: Tensor) -> Tensor:
+    """Cross-sequence mixup of aligned rows (Eq. 11/12): ``lam * x + (1 - lam) * x_partner``.
 
-
-def nonlinear_mixup(
-    H: Tensor,
-    pos: Optional[Tensor],
-    neg: Optional[Tensor],
-    perm: Tensor,
-    lam: Tensor,
-    index: Optional[Tensor] = None,
-) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """Cross-sequence mixup (Eq. 11/12): ``lam * X + (1 - lam) * X[perm]``.
-
-    The SAME weights and partner are applied to the sequence output ``H`` and
-    to the positive / negative item representations.
-
-    Args:
-        H, pos, neg: ``(B, L, D)`` or ``(B, D)`` (``pos``/``neg`` may be None).
-        perm: LongTensor ``(B,)`` partner index (:func:`shuffle_partners`).
-        lam: ``(B, L, 1)`` item-wise, ``(B, 1, D)`` feature-wise or
-            ``(B, 1, 1)`` linear (:func:`mixup_weights`); 2-D weights are used
-            as given for 2-D tensors.
-        index: ``(B,)`` position (e.g. ``item_seq_len - 1``) whose item-wise
-            weight mixes 2-D ``(B, D)`` tensors; needed only for that case.
-
-    Returns:
-        ``(H_mix, pos_mix, neg_mix)`` with the input shapes.
+    BASRec mixes the sequence outputs *and* the positive / negative item vectors of the two
+    targets with the same ``lam`` (item-wise: one weight per position, broadcast over the
+    feature axis; feature-wise: one per dimension).  ``lam = 1`` gives ``x``, ``lam = 0`` the
+    partner.
     """
-    perm = perm.to(device=H.device, dtype=torch.long)
-
-    def _mix(X):
-        if X is None:
-            return None
-        w = _fit_weight(lam, X, index).to(X.dtype)
-        # lam * X + (1 - lam) * X[perm] written as a lerp: exact for lam in {0, 1}
-        # and for a partner equal to the row itself
-        Xp = X[perm]
-        return torch.lerp(Xp, X, w.expand_as(X))
-
-    return _mix(H), _mix(pos), _mix(neg)
+    return lam * x + (1 - lam) * x_partner
 
 
 # --------------------------------------------------------------------------

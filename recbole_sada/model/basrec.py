@@ -264,7 +264,7 @@ class BASRecMixin:
             for mode in modes:
                 lam = A.mixup_weights(mode, B, T, D, self.alpha, H.device, relevance=relevance if mode == "item" else None)
                 lam = torch.where(v, lam.expand(B, T, D)[rows, cols], torch.ones_like(H_r))
-                H_mix = lam * H_r + (1 - lam) * H_p
+                H_mix = A.mix_pair(lam, H_r, H_p)
                 self._record_similarity(f"cross_{mode}", H_r.unsqueeze(0), H_mix.unsqueeze(0), ones)
                 if self.loss_type == "CE":
                     lam_t = lam.mean(-1).unsqueeze(0)
@@ -275,8 +275,8 @@ class BASRecMixin:
                     ) * v_t.sum() / max(N, 1)
                 else:
                     pos_p, neg_p = pos_grid[p_rows, p_cols], neg_grid[p_rows, p_cols]
-                    pos_mix = lam * pos_r + (1 - lam) * pos_p
-                    neg_mix = lam * neg_r + (1 - lam) * neg_p
+                    pos_mix = A.mix_pair(lam, pos_r, pos_p)  # the same weights as the outputs
+                    neg_mix = A.mix_pair(lam, neg_r, neg_p)
                     loss = self.rec_loss(H_mix.unsqueeze(0), pos_mix.unsqueeze(0), ones, negatives=neg_mix.unsqueeze(0))
                 losses.append(loss)
         return self.reduce_terms(losses)

@@ -48,13 +48,9 @@ from recbole_sada.config import data_root
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD, training_sequences
 from recbole_sada.errors import SADAInputError
 from recbole_sada.llmser.augfile import default_aug_path, file_sha256, read_aug, sequences_sha256
+from recbole_sada.model.backbones.bert4rec import BERT4Rec
 from recbole_sada.model.backbones.gru4rec import GRU4Rec
 from recbole_sada.model.backbones.sasrec import SASRec
-
-try:  # written alongside; the class exists when the backbone does
-    from recbole_sada.model.backbones.bert4rec import BERT4Rec
-except ImportError:  # pragma: no cover
-    BERT4Rec = None
 
 
 def channel_weights(omega, train_len, beta, tail_threshold, use_weight=True):
@@ -258,9 +254,7 @@ class LLMSeRGRU4Rec(LLMSeRMixin, GRU4Rec):
     backbone_name = "GRU4Rec"
 
 
-if BERT4Rec is not None:
+class LLMSeRBERT4Rec(LLMSeRMixin, BERT4Rec):
+    """LLMSeR over BERT4Rec (cloze masking runs on the augmented sequence too)."""
 
-    class LLMSeRBERT4Rec(LLMSeRMixin, BERT4Rec):
-        """LLMSeR over BERT4Rec (cloze masking runs on the augmented sequence too)."""
-
-        backbone_name = "BERT4Rec"
+    backbone_name = "BERT4Rec"

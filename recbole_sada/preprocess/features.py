@@ -375,12 +375,10 @@ def build_semantic_features(config, log: bool = True, show_progress: bool | None
                                          f"{USER_CLUSTER_FIELD}:token"],
                          user_tokens, user_matrix, labels.tolist())
     sizes = np.bincount(labels[labels >= 0], minlength=settings["n_clusters"])
-    nearest = np.argsort(distance + np.diag(np.full(len(distance), np.inf)), axis=1, kind="stable")
     _write_json(paths["clusters"], {
         "n_clusters": settings["n_clusters"],
         "metric": "euclidean distance between K-means centroids",
         "sizes": sizes.tolist(),
-        "nearest": nearest[:, :-1].tolist(),
         "distance": np.round(distance, 6).tolist(),
     })
     stats = encoder.stats

@@ -10,8 +10,8 @@ Files, in the user's data folder ``<data_path>/<dataset>/`` (never inside an ins
     (built from training interactions only) and its K-means cluster, ``-1`` for users without
     training text.
 ``<dataset>.clusters.json``
-    ``distance``: the K x K Euclidean distances between cluster centroids, ``nearest``: for each
-    cluster the others from nearest to farthest, ``sizes``.
+    ``distance``: the K x K Euclidean distances between cluster centroids (the loader orders
+    each cluster's others from nearest to farthest from it), ``sizes``.
 ``<dataset>.semantic.json``
     The sidecar: encoder, dimension, text settings, counts and the SHA-256 of the ``.inter`` and
     ``.item`` files the features were built from.  Written last: it marks a complete build.

@@ -1,2 +1,0 @@
-from recbole_sada.data.dataset import TARGET_SEQ_FIELD, SADASequentialDataset
-from recbole_sada.data.utils import create_dataset, data_preparation
