@@ -45,6 +45,10 @@ def get_model(model_name):
     models = plugin_models()
     if model_name in models:
         return models[model_name]
+    from recbole_sada.model.grid import UNSUPPORTED
+
+    if model_name in UNSUPPORTED:
+        raise SADAInputError(f"{model_name} is not built: {UNSUPPORTED[model_name]}")
     try:
         return recbole_get_model(model_name)
     except (ValueError, AttributeError, ImportError):

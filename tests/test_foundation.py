@@ -16,7 +16,7 @@ from recbole_sada.errors import SADAInputError
 from recbole_sada.model.backbones.sasrec import SASRec
 from recbole_sada.quick_start import prepare, run_recbole_sada
 from recbole_sada.trainer import SADATrainer
-from recbole_sada.utils import get_model, get_trainer
+from recbole_sada.utils import get_model, get_trainer, plugin_models
 
 CLI = [sys.executable, str(ROOT / "run_recbole_sada.py")]
 
@@ -28,6 +28,25 @@ def test_registry_prefers_plugin_models():
     assert get_model("Caser") is Caser  # falls back to RecBole
     with pytest.raises(SADAInputError, match="unknown model 'NoSuchRec'"):
         get_model("NoSuchRec")
+
+
+def test_grid_builds_every_supported_pair_and_names_why_not():
+    from recbole_sada.model.grid import BACKBONES, METHODS, UNSUPPORTED
+
+    models = plugin_models()
+    for method in METHODS:
+        for backbone in BACKBONES:
+            name = f"{method}{backbone}"
+            assert (name in models) != (name in UNSUPPORTED), name
+            if name in models:
+                cls = models[name]
+                assert cls.backbone_name == backbone and issubclass(cls, BACKBONES[backbone])
+                layers = model_layers(cls)
+                assert layers[0] == backbone and layers[-2:] == [method, name]
+    assert set(UNSUPPORTED) == {"BASRecBERT4Rec", "SADABERT4Rec"}
+    with pytest.raises(SADAInputError) as err:
+        get_model("BASRecBERT4Rec")
+    assert "causal" in str(err.value) and "bidirectional" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_get_trainer_uses_sada_trainer_for_sequential():
@@ -58,7 +77,7 @@ def test_model_layers_and_property_files_order():
     from recbole_sada.model.backbones.gru4rec import GRU4Rec
 
     assert model_layers(SASRec) == ["SASRec"]
-    files = [os.path.relpath(f, ROOT) if str(ROOT) in f else os.path.basename(f) for f in property_files(GRU4Rec, "beauty")]
+    files = [os.path.relpath(f, ROOT / "recbole_sada") if str(ROOT) in f else os.path.basename(f) for f in property_files(GRU4Rec, "beauty")]
     assert files[0] == os.path.join("properties", "overall.yaml")  # RecBole loads its GRU4Rec.yaml itself
     assert files[-1] == os.path.join("properties", "dataset", "beauty.yaml")
     assert files.index(os.path.join("properties", "overall.yaml")) < files.index(

@@ -66,10 +66,6 @@ from recbole_sada.data.dataset import training_sequences
 from recbole_sada.evaluation.similarity import augmentation_similarity
 from recbole_sada.errors import SADAInputError
 from recbole_sada.model import augment as A
-from recbole_sada.model.backbones.fmlprec import FMLPRec
-from recbole_sada.model.backbones.gru4rec import GRU4Rec
-from recbole_sada.model.backbones.nextitnet import NextItNet
-from recbole_sada.model.backbones.sasrec import SASRec
 from recbole_sada.model.similarity import CooccurrenceSimilarity
 
 
@@ -77,6 +73,8 @@ class BASRecMixin:
     """Single- and cross-sequence augmentation over a plugin backbone (see module docstring)."""
 
     properties_name = "BASRec"
+    # single-sequence views and cross mixes are trained on next-item targets: causal backbones only
+    needs_causal = True
     _abstract_plugin = True
 
     def __init__(self, config, dataset):
@@ -297,19 +295,3 @@ class BASRecMixin:
         if self.use_cross and max(self.n_item_mixes, self.n_feature_mixes) > 0:
             losses["loss_csa"] = self.cross_sequence_loss(interaction, H, targets, mask, negatives)
         return losses
-
-
-class BASRecSASRec(BASRecMixin, SASRec):
-    """BASRec over SASRec."""
-
-
-class BASRecGRU4Rec(BASRecMixin, GRU4Rec):
-    """BASRec over GRU4Rec."""
-
-
-class BASRecFMLPRec(BASRecMixin, FMLPRec):
-    """BASRec over FMLPRec."""
-
-
-class BASRecNextItNet(BASRecMixin, NextItNet):
-    """BASRec over NextItNet."""

@@ -48,9 +48,6 @@ from recbole_sada.config import data_root
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD, training_sequences
 from recbole_sada.errors import SADAInputError
 from recbole_sada.llmser.augfile import default_aug_path, file_sha256, read_aug, sequences_sha256
-from recbole_sada.model.backbones.bert4rec import BERT4Rec
-from recbole_sada.model.backbones.gru4rec import GRU4Rec
-from recbole_sada.model.backbones.sasrec import SASRec
 
 
 def channel_weights(omega, train_len, beta, tail_threshold, use_weight=True):
@@ -240,21 +237,3 @@ class LLMSeRMixin:
         if self.augment_eval:
             interaction = self.augment_interaction(interaction, with_targets=False)
         return super().full_sort_predict(interaction)
-
-
-class LLMSeRSASRec(LLMSeRMixin, SASRec):
-    """LLMSeR over SASRec."""
-
-    backbone_name = "SASRec"
-
-
-class LLMSeRGRU4Rec(LLMSeRMixin, GRU4Rec):
-    """LLMSeR over GRU4Rec."""
-
-    backbone_name = "GRU4Rec"
-
-
-class LLMSeRBERT4Rec(LLMSeRMixin, BERT4Rec):
-    """LLMSeR over BERT4Rec (cloze masking runs on the augmented sequence too)."""
-
-    backbone_name = "BERT4Rec"

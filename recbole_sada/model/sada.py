@@ -49,10 +49,6 @@ import torch.nn as nn
 from recbole_sada.errors import SADAInputError
 from recbole_sada.model import augment as A
 from recbole_sada.model.basrec import BASRecMixin
-from recbole_sada.model.backbones.fmlprec import FMLPRec
-from recbole_sada.model.backbones.gru4rec import GRU4Rec
-from recbole_sada.model.backbones.nextitnet import NextItNet
-from recbole_sada.model.backbones.sasrec import SASRec
 from recbole_sada.model.similarity import BLEND_MODES, BlendedSimilarity, EmbeddingCosineSimilarity
 from recbole_sada.semantic.features import load_semantic_features
 
@@ -300,19 +296,3 @@ class SADAMixin(BASRecMixin):
             self.pairing_counts.zero_()
             stats.update({"pair_same_cluster": same, "pair_adjacent_cluster": adjacent, "pair_random": rand})
         return stats
-
-
-class SADASASRec(SADAMixin, SASRec):
-    """SADA over SASRec."""
-
-
-class SADAGRU4Rec(SADAMixin, GRU4Rec):
-    """SADA over GRU4Rec."""
-
-
-class SADAFMLPRec(SADAMixin, FMLPRec):
-    """SADA over FMLPRec."""
-
-
-class SADANextItNet(SADAMixin, NextItNet):
-    """SADA over NextItNet."""

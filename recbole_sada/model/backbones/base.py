@@ -48,6 +48,8 @@ class SeqBackboneMixin:
     # Negatives are sampled inside the model (BCE/BPR), so RecBole's sampler is not needed.
     input_type = InputType.POINTWISE
     _abstract_plugin = True
+    # position t sees items <= t only (trained on next-item targets); False for BERT4Rec
+    causal = True
 
     def _init_backbone(self, recbole_class, config, dataset):
         """Run the RecBole class's ``__init__`` (which only knows BPR/CE), then set our loss."""

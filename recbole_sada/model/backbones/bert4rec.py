@@ -42,6 +42,7 @@ class BERT4Rec(SeqBackboneMixin, RecBoleBERT4Rec):
     """Bidirectional transformer trained by cloze masking (see module docstring)."""
 
     properties_name = "BERT4Rec"
+    causal = False  # bidirectional, cloze training
 
     def __init__(self, config, dataset):
         self._init_backbone(RecBoleBERT4Rec, config, dataset)
