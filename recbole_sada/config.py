@@ -13,8 +13,6 @@ benchmark dataset (RecBole's own URL list) is downloaded with RecBole's helpers 
 missing and where they go.
 """
 import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import recbole
@@ -74,15 +72,24 @@ def property_files(model_class, dataset_name):
     return [str(p) for p in candidates if p.is_file()]
 
 
-@contextmanager
-def _command_line(args):
-    """RecBole's ``Config`` reads ``sys.argv`` itself; show it only the given overrides."""
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "recbole_sada"] + list(args)
-    try:
-        yield
-    finally:
-        sys.argv = saved
+class SADAConfig(Config):
+    """RecBole's ``Config`` with the command line given as a list (``cmd_args``) instead of read
+    from ``sys.argv``; otherwise RecBole's layering, parsing and value conversion."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
+        self._cmd_args = list(cmd_args or ())
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+    def _load_cmd_line(self):
+        given = {}
+        for arg in self._cmd_args:
+            if not arg.startswith("--") or "=" not in arg:
+                raise SADAInputError(f"unrecognised argument {arg!r}: overrides are written --key=value")
+            key, value = arg[2:].split("=", 1)
+            if key in given and given[key] != value:
+                raise SADAInputError(f"--{key} is given twice with different values ({given[key]}, {value})")
+            given[key] = value
+        return self._convert_config_dict(given)
 
 
 def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_args=()):
@@ -103,20 +110,19 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_ar
     files = property_files(model_class, dataset) + user_files
     import yaml
 
-    with _command_line(cmd_args):
-        try:
-            config = Config(
-                model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict
-            )
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise SADAInputError(f"a config file is not valid yaml{where}: {problem} "
-                                 f"(files: {' '.join(user_files) or 'none'}); fix the yaml") from None
-        except (SyntaxError, NameError) as exc:  # RecBole evals command-line values
-            raise SADAInputError(f"a --key=value override could not be read ({type(exc).__name__}: {exc}); "
-                                 f"write each override once as --key=value") from None
+    try:
+        config = SADAConfig(
+            model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict, cmd_args=cmd_args
+        )
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise SADAInputError(f"a config file is not valid yaml{where}: {problem} "
+                             f"(files: {' '.join(user_files) or 'none'}); fix the yaml") from None
+    except (SyntaxError, NameError) as exc:  # RecBole evals the values it reads
+        raise SADAInputError(f"a value could not be read ({type(exc).__name__}: {exc}); "
+                             f"write each override once as --key=value") from None
     _resolve_data_path(config)
     check_dataset_files(config)
     _validate(config)
