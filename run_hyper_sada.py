@@ -8,7 +8,7 @@
 
 Writes <output_dir>/<model>-<dataset>.md / .csv (every trial, best first), -best.yaml (for
 run_recbole_sada.py --config_files) and .png (valid metric against each parameter).
-Search spaces: RecBole's .hyper format or yaml (see recbole_sada/evaluation/search_space.py and
+Search spaces: RecBole's .hyper format or yaml (see recbole_sada/tuning/space.py and
 hyper/*.hyper).  --key=value overrides hold for every trial (a searched key takes the searched
 value).  --num_samples is the number of trials of a random search (default 4) and the number of
 repeats of a grid (default 1).
@@ -55,7 +55,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         args, files, overrides = parse_args(argv)
-        from recbole_sada.evaluation.hyper import run_search
+        from recbole_sada.tuning.search import run_search
 
         out = run_search(
             args.model,

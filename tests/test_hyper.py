@@ -17,7 +17,7 @@ import yaml
 
 from conftest import write_tiny_dataset
 from recbole_sada.errors import SADAInputError
-from recbole_sada.evaluation.search_space import grid_size, load_search_space, to_tune_space
+from recbole_sada.tuning.space import grid_size, load_search_space, to_tune_space
 
 import run_hyper_sada
 
@@ -141,7 +141,7 @@ def test_cli_bad_input_exits_2_with_one_line(tiny10, tmp_path, capsys, args, mes
 
 def test_trials_share_data_unless_it_changes(tiny10, tmp_path):
     from recbole_sada.config import build_config
-    from recbole_sada.evaluation.hyper import _fresh_loaders, data_signature
+    from recbole_sada.tuning.search import _fresh_loaders, data_signature
     from recbole_sada.quick_start import prepare
 
     common = ["--hidden_size=8", "--inner_size=16", "--train_mode=sequence", "--state=WARNING",
@@ -165,7 +165,7 @@ def test_trials_share_data_unless_it_changes(tiny10, tmp_path):
 
 
 def test_reports_without_ray(tmp_path):
-    from recbole_sada.evaluation.hyper import write_reports
+    from recbole_sada.tuning.search import write_reports
 
     space = _write(tmp_path / "s.hyper", "single_ops choice [['reorder'], ['reorder', 'substitute']]\n"
                                          "learning_rate loguniform -8,-4\n")
@@ -198,7 +198,7 @@ def test_reports_without_ray(tmp_path):
 def local_ray():
     import ray
 
-    from recbole_sada.evaluation.hyper import init_ray
+    from recbole_sada.tuning.search import init_ray
 
     init_ray(num_cpus=2, verbose=0)
     yield

@@ -49,7 +49,7 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from recbole_sada.errors import SADAInputError
-from recbole_sada.evaluation.search_space import grid_size, load_search_space, to_tune_space
+from recbole_sada.tuning.space import grid_size, load_search_space, to_tune_space
 
 __all__ = ["DATA_KEYS", "run_search", "init_ray", "data_signature", "write_reports", "trial_status"]
 
@@ -530,7 +530,7 @@ def run_search(
 
     Args:
         model, dataset (str): as for ``run_recbole_sada.py``.
-        params_file (str): ``.hyper`` or yaml search space (:mod:`recbole_sada.evaluation.search_space`).
+        params_file (str): ``.hyper`` or yaml search space (:mod:`recbole_sada.tuning.space`).
         config_file_list (list[str]): user yaml files, as ``--config_files``.
         cmd_args (list[str]): fixed ``--key=value`` overrides (a searched key overrides them).
         num_samples (int): random search: trials (default 4); grid: repeats of the grid (default 1).
