@@ -482,3 +482,23 @@ def test_stage_keys_cover_the_llm_server_and_sampling(cfg, tmp_path):
     warm = keys(api_base_url="http://127.0.0.1:8000/v1", llm_temperature=0.7)
     assert base["pool"] == other["pool"] and base["snf"] != other["snf"] and base["arv"] != other["arv"]
     assert base["snf"] != warm["snf"]
+
+
+def test_user_with_one_training_item_gets_pseudo_items_and_trains(cfg, tmp_path):
+    """A user with three interactions (one train, valid, test) - the shortest user RecBole keeps:
+    the pipeline still gives pseudo items and a reliability (ARV masks the only training item, so
+    S_mask is the pseudo items alone) and the dual-channel model trains on it."""
+    root = tmp_path / "short"
+    write_distinct_dataset(root)
+    with open(root / "llmtiny" / "llmtiny.inter", "a") as f:
+        f.write("ushort\ti3\t1\nushort\ti4\t2\nushort\ti5\t3\n")
+    local = {**cfg, "data_path": str(root), "checkpoint_dir": str(root / "saved"), "aug_file": str(root / "llmtiny.aug")}
+    pipe = make_pipeline(local, llmser_llm="none")
+    pipe.run()
+    rows, _ = aug_rows(pipe.aug_path)
+    items, omega = rows["ushort"]
+    assert len(items) == 3 and "i3" not in items and 0.0 <= omega <= 1.0
+    from recbole_sada.quick_start import run_recbole_sada
+
+    result = run_recbole_sada("LLMSeRSASRec", "llmtiny", config_dict=local, saved=False)
+    assert 0.0 <= result["test_result"]["hit@10"] <= 1.0
