@@ -249,7 +249,7 @@ def collect_rows(result_grid, param_names, bigger, stopped_ids=()):
                 row[key] = value
         row["data"] = metrics.get("data")
         row["error"] = error_line(result.error) if result.error is not None else ""
-        row["trial_dir"] = result.path
+        row["trial_dir"] = str(_shown(result.path))  # relative to the working folder when below it
         rows.append(row)
 
     status_rank = {status: i for i, status in enumerate(STATUSES)}
