@@ -19,7 +19,7 @@ import argparse
 import shlex
 import sys
 
-from recbole_sada.cli import parse_with_overrides
+from recbole_sada.cli import parse_with_overrides, run_guarded
 from recbole_sada.errors import SADAInputError
 
 
@@ -53,7 +53,8 @@ def parse_args(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    try:
+
+    def work():
         args, files, overrides = parse_args(argv)
         from recbole_sada.tuning.search import run_search
 
@@ -77,12 +78,12 @@ def main(argv=None):
             verbose=args.verbose,
             command="python run_hyper_sada.py " + " ".join(shlex.quote(a) for a in argv),
         )
-    except SADAInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the search stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
-        return 130
+        return args, out
+
+    code, out = run_guarded("the search", work)
+    if code is not None:
+        return code
+    args, out = out
     rows, best, paths = out["rows"], out["best"], out["paths"]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped", "unfinished", "error")}
     print(

@@ -12,8 +12,7 @@ Exit status: 0 on success, 2 with a one-line message on bad input, 130 on Ctrl-C
 import argparse
 import sys
 
-from recbole_sada.cli import parse_with_overrides
-from recbole_sada.errors import SADAInputError
+from recbole_sada.cli import parse_with_overrides, run_guarded
 
 
 def parse_args(argv):
@@ -39,19 +38,20 @@ def format_table(result):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    try:
+
+    def work():
         args, files, overrides = parse_args(argv)
         from recbole_sada.quick_start import run_recbole_sada
 
         result = run_recbole_sada(
             model=args.model, dataset=args.dataset, config_file_list=files, cmd_args=overrides
         )
-    except SADAInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: training stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
-        return 130
+        return args, result
+
+    code, out = run_guarded("training", work)
+    if code is not None:
+        return code
+    args, result = out
     print(f"\n{args.model} on {args.dataset}")
     print(format_table(result))
     if result.get("test_groups"):

@@ -18,3 +18,19 @@ def parse_with_overrides(parser, argv):
         raise SADAInputError(f"--{twice[0]} is given more than once; give each override once")
     files = args.config_files.strip().split() if getattr(args, "config_files", None) else None
     return args, files, list(rest)
+
+
+def run_guarded(what, work):
+    """Run ``work()`` for a command-line entry point: ``(None, its value)``; bad input prints one
+    ``error:`` line and gives ``(2, None)``, Ctrl-C one ``interrupted:`` line and ``(130, None)``."""
+    import sys
+
+    try:
+        return None, work()
+    except SADAInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2, None
+    except KeyboardInterrupt:
+        print(f"interrupted: {what} stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written",
+              file=sys.stderr)
+        return 130, None

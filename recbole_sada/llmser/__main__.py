@@ -13,8 +13,7 @@ Exit status: 0 on success, 2 with a one-line message on bad input.
 import argparse
 import sys
 
-from recbole_sada.cli import parse_with_overrides
-from recbole_sada.errors import SADAInputError
+from recbole_sada.cli import parse_with_overrides, run_guarded
 
 ABLATIONS = {
     "no_ccg": "use_ccg",
@@ -43,17 +42,20 @@ def parse_args(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    try:
+
+    def work():
         args, files, overrides = parse_args(argv)
         from recbole_sada.llmser.pipeline import format_summary, run_pipeline
 
         summary, path = run_pipeline(args.dataset, args.backbone, config_file_list=files, cmd_args=overrides)
-    except SADAInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the pipeline stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
-        return 130
+        return args, summary, path
+
+    code, out = run_guarded("the pipeline", work)
+    if code is not None:
+        return code
+    args, summary, path = out
+    from recbole_sada.llmser.pipeline import format_summary
+
     print(f"\nLLMSeR augmentation of {args.dataset} (backbone {args.backbone}) -> {path}")
     print(format_summary(summary))
     return 0

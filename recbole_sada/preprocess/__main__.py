@@ -12,8 +12,7 @@ import argparse
 import logging
 import sys
 
-from recbole_sada.cli import parse_with_overrides
-from recbole_sada.errors import SADAInputError
+from recbole_sada.cli import parse_with_overrides, run_guarded
 
 
 def parse_args(argv):
@@ -33,19 +32,20 @@ def main(argv=None):
     package_logger = logging.getLogger("recbole_sada")
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
-    try:
+
+    def work():
         args, files, overrides = parse_args(argv)
         from recbole_sada.preprocess import run_preprocess
 
-        summary = run_preprocess(args.dataset, files, cmd_args=overrides, model=args.model)
-    except SADAInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: preprocessing stopped (Ctrl-C); finished files and checkpoints are kept, nothing half-written", file=sys.stderr)
-        return 130
+        return args, run_preprocess(args.dataset, files, cmd_args=overrides, model=args.model)
+
+    try:
+        code, out = run_guarded("preprocessing", work)
     finally:
         package_logger.removeHandler(handler)
+    if code is not None:
+        return code
+    args, summary = out
     stats, timing = summary["encoder_stats"], summary["timing"]
     print(f"{args.dataset}: {summary['counts']['items']} items ({timing['items_per_s']:.0f}/s), "
           f"{summary['counts']['users']} users ({timing['users_per_s']:.0f}/s), "
