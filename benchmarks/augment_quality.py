@@ -141,7 +141,7 @@ def main(argv=None):
     parser.add_argument("--output", default=None)
     parser.add_argument("--title", default="Relevance and diversity of the augmented data (BASRec vs SADA)")
     args, rest = parser.parse_known_args(argv)
-    from run_table import parse_overrides, run_settings, write_section
+    from run_table import machine, parse_overrides, run_settings, write_section
 
     preset, cfg = run_settings("full", args.preset, parse_overrides(rest))
     cfg = {**cfg, "show_progress": False, "state": "WARNING"}
@@ -151,7 +151,7 @@ def main(argv=None):
             f"{args.batches} training batches (batch {cfg.get('train_batch_size', 256)}), untrained models; cosines in the "
             f"semantic space of the dataset's `.itememb` / `.useremb` for every model.  Diversity = share of real "
             f"positions an operator changes; relevance = semantic cosine of what replaces or meets what.  "
-            f"{time.time() - start:.0f} s.")
+            f"{time.time() - start:.0f} s on {machine()}.  No training, so no loss; ranking protocol irrelevant.")
     command = "python benchmarks/augment_quality.py " + shlex.join(argv)
     text = render(args.title, rows, args.models, command, info)
     print(text)
