@@ -301,10 +301,27 @@ def plot_curves(runs, models, path, pretrain_from_first=False):
     return _save(fig, ax, path)
 
 
+def ranking_protocol(settings):
+    """One sentence: what the test metrics rank (full ranking or sampled negatives, history masked)."""
+    mode = (settings.get("eval_args") or {}).get("mode", "full")
+    if isinstance(mode, dict):
+        mode = mode.get("test", "full")
+    masked = bool(settings.get("eval_mask_history", False))
+    if str(mode) == "full":
+        return ("Ranking: full ranking over all items" + ("; the user's input items are masked (score -inf)."
+                                                          if masked else "; the user's history items are scored too."))
+    m = re.match(r"^(uni|pop)(\d+)$", str(mode))
+    kind = {"uni": "uniformly", "pop": "by popularity"}.get(m.group(1), "") if m else ""
+    n = m.group(2) if m else "?"
+    return (f"Ranking: sampled (`{mode}`): the test item against {n} negatives sampled {kind} from the items the "
+            "user never interacted with (the LLMSeR / LLM-ESR tables' protocol); not comparable with full ranking.")
+
+
 def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False):
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
+    lines.append(ranking_protocol(overrides))
     lines.append("p-values: paired t-test on test NDCG@10 over seeds, against the first row and the row above.")
     lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}.")
     if pretrain_from_first:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import recbole
+import yaml
 from recbole.config import Config
 
 from recbole_sada.errors import SADAInputError
@@ -72,13 +73,44 @@ def property_files(model_class, dataset_name):
     return [str(p) for p in candidates if p.is_file()]
 
 
+#: dict-valued keys a later layer updates key by key instead of replacing
+MERGED_DICT_KEYS = ("eval_args",)
+
+
+def merge_layer(base, layer):
+    """``base`` updated by ``layer`` as RecBole does, except that the keys in
+    :data:`MERGED_DICT_KEYS` are merged: ``--eval_args="{'mode': 'uni100'}"`` changes the ranking
+    mode and keeps the split, order and grouping of the files below (RecBole would replace the
+    whole dict and fall back to its own random 8:1:1 split)."""
+    merged = dict(base)
+    for key, value in (layer or {}).items():
+        if key in MERGED_DICT_KEYS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = {**merged[key], **value}
+        merged[key] = value
+    return merged
+
+
 class SADAConfig(Config):
     """RecBole's ``Config`` with the command line given as a list (``cmd_args``) instead of read
-    from ``sys.argv``; otherwise RecBole's layering, parsing and value conversion."""
+    from ``sys.argv``; otherwise RecBole's layering, parsing and value conversion, except that a
+    partial ``eval_args`` updates the one below it (:func:`merge_layer`)."""
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
         self._cmd_args = list(cmd_args or ())
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+    def _load_config_files(self, file_list):
+        merged = {}
+        for file in file_list or ():
+            with open(file, "r", encoding="utf-8") as f:
+                merged = merge_layer(merged, yaml.load(f.read(), Loader=self.yaml_loader))
+        return merged
+
+    def _merge_external_config_dict(self):
+        merged = {}
+        for layer in (self.file_config_dict, self.variable_config_dict, self.cmd_config_dict):
+            merged = merge_layer(merged, layer)
+        self.external_config_dict = merged
 
     def _load_cmd_line(self):
         given = {}

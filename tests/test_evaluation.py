@@ -255,3 +255,41 @@ def test_augmentation_similarity_mask():
         augmentation_similarity(H, H_aug[:, :2])
     with pytest.raises(ValueError):
         augmentation_similarity(H, H_aug, mask[:, :2])
+
+
+@pytest.mark.parametrize("train_mode", ["sequence", "prefix"])
+def test_groups_match_recbole_in_sampled_mode(tiny_root, tmp_path, train_mode):
+    """uni100 (the LLMSeR / LLM-ESR tables' protocol): the test pass ranks the positive against
+    sampled negatives; the groups are read from the same scores and reproduce RecBole's values."""
+    from recbole_sada.quick_start import run_recbole_sada
+
+    cfg = {
+        "data_path": str(tiny_root), "checkpoint_dir": str(tmp_path), "epochs": 1, "hidden_size": 16,
+        "inner_size": 32, "n_layers": 1, "n_heads": 1, "train_batch_size": 32, "eval_batch_size": 16,
+        "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "state": "WARNING", "train_mode": train_mode,
+        "topk": [1, 5, 10], "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+                                          "mode": "uni20"},
+    }
+    result = run_recbole_sada("SASRec", "tiny", config_dict=cfg)
+    assert result["config"]["eval_args"]["mode"] in ("uni20", {"valid": "uni20", "test": "uni20"})
+    groups = result["test_groups"]
+    assert groups is not None
+    for key, value in result["test_result"].items():
+        assert groups["all"][key] == pytest.approx(value, abs=1e-12), key
+    n = groups["all"]["n"]
+    assert n > 0 and sum(v["n"] for k, v in groups.items() if k.startswith("users")) == n
+    assert "_neg_sample_batch_eval" not in vars(result["trainer"])
+    # 20 negatives + the positive: hit@10 of a sampled ranking is far above that of full ranking
+    assert result["test_result"]["hit@10"] > 0.2
+
+
+def test_partial_eval_args_keep_the_leave_one_out_split(tiny_root, tmp_path):
+    """--eval_args="{'mode': 'uni100'}" changes the mode only; RecBole alone would replace the
+    whole dict and split randomly 8:1:1."""
+    from recbole_sada.config import build_config
+
+    config = build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "ERROR"},
+                          cmd_args=["--eval_args={'mode': 'uni100'}"])
+    args = config["eval_args"]
+    assert args["split"] == {"LS": "valid_and_test"} and args["order"] == "TO" and args["group_by"] == "user"
+    assert args["mode"] in ("uni100", {"valid": "uni100", "test": "uni100"})

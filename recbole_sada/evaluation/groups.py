@@ -24,7 +24,11 @@ an item group a user's positives are restricted to the items of that group (unde
 every user has exactly one positive, so this is simply "the users whose test item is a head/tail
 item").  Every group value is the mean over its users; ``n`` is that number of users.
 
-Only full-ranking evaluation (``eval_args.mode: full``) is grouped; other modes give ``None``.
+Full ranking (``eval_args.mode: full``) and sampled ranking (``uni100``, ``pop100``... the
+protocol of the LLMSeR / LLM-ESR tables: the positive against N sampled negatives) are both
+grouped.  In sampled mode RecBole's ``_neg_sample_batch_eval`` scatters the candidates' scores
+into a ``(users, items)`` matrix filled with ``-inf``; the recorder wraps that method too and
+reads the same matrix, so the group values again reproduce RecBole's metrics.
 """
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -230,8 +234,10 @@ class RankRecorder:
     def __len__(self):
         return sum(len(r) for r in self.ranks)
 
-    def add(self, interaction, scores, positive_u, positive_i):
-        """Record one batch (the four values ``_full_sort_batch_eval`` returns)."""
+    def add(self, interaction, scores, positive_u, positive_i, user_of_row=None):
+        """Record one batch (the four values ``_full_sort_batch_eval`` returns).  In sampled mode
+        the rows of ``interaction`` are (user, candidate) pairs, so ``user_of_row`` gives the user
+        id of every row of ``scores`` instead."""
         k = min(self.max_k, scores.shape[-1])
         _, topk_idx = torch.topk(scores, k, dim=-1)
         positive_u = positive_u.to(topk_idx.device)
@@ -239,7 +245,9 @@ class RankRecorder:
         match = topk_idx[positive_u] == positive_i.unsqueeze(1)
         found = match.any(dim=1)
         rank = torch.where(found, match.int().argmax(dim=1) + 1, torch.zeros_like(positive_i))
-        user_ids = interaction[self.uid_field].to(topk_idx.device)[positive_u]
+        if user_of_row is None:
+            user_of_row = interaction[self.uid_field]
+        user_ids = user_of_row.to(topk_idx.device)[positive_u]
         self.users.append(user_ids.cpu().numpy())
         self.items.append(positive_i.cpu().numpy())
         self.ranks.append(rank.cpu().numpy())
@@ -293,23 +301,35 @@ class GroupEvaluator:
 
     @contextmanager
     def recording(self, trainer):
-        """Within the block, every full-sort batch ``trainer`` evaluates is recorded (a new
-        recording each time the block is entered)."""
+        """Within the block, every full-sort or sampled batch ``trainer`` evaluates is recorded
+        (a new recording each time the block is entered)."""
         self.recorder = RankRecorder(self.uid_field, self.topk)
-        original = trainer._full_sort_batch_eval
-        recorder = self.recorder
+        recorder, uid_field = self.recorder, self.uid_field
+        full, sampled = trainer._full_sort_batch_eval, trainer._neg_sample_batch_eval
 
-        def recording_batch_eval(batched_data):
-            out = original(batched_data)
+        def recording_full(batched_data):
+            out = full(batched_data)
             recorder.add(*out)
             return out
 
-        trainer._full_sort_batch_eval = recording_batch_eval
+        def recording_sampled(batched_data):
+            out = sampled(batched_data)
+            interaction, scores, positive_u, positive_i = out
+            if scores.dim() == 2:  # ranking (a value-type evaluation has nothing to rank)
+                row_idx = batched_data[1].to(scores.device)
+                user_of_row = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+                user_of_row[row_idx] = interaction[uid_field].to(scores.device).long()
+                recorder.add(interaction, scores, positive_u, positive_i, user_of_row=user_of_row)
+            return out
+
+        trainer._full_sort_batch_eval = recording_full
+        trainer._neg_sample_batch_eval = recording_sampled
         try:
             yield self
         finally:
-            if vars(trainer).get("_full_sort_batch_eval") is recording_batch_eval:
-                del trainer._full_sort_batch_eval
+            for name, wrapper in (("_full_sort_batch_eval", recording_full), ("_neg_sample_batch_eval", recording_sampled)):
+                if vars(trainer).get(name) is wrapper:
+                    delattr(trainer, name)
 
     def result(self):
         """Group metrics of the last recording, or None if nothing was recorded."""
