@@ -106,6 +106,8 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
         "peak_memory_mb": result["peak_memory_mb"],
         "test_groups": result.get("test_groups"),
         "valid_curve": curve,
+        "extra_tests": {mode: {"test_result": dict(v["test_result"]), "test_groups": v["test_groups"]}
+                        for mode, v in (result.get("extra_tests") or {}).items()},
     }
     Path(out_path).write_text(json.dumps(keep, default=float))
 
@@ -313,8 +315,10 @@ def ranking_protocol(settings):
     m = re.match(r"^(uni|pop)(\d+)$", str(mode))
     kind = {"uni": "uniformly", "pop": "by popularity"}.get(m.group(1), "") if m else ""
     n = m.group(2) if m else "?"
-    return (f"Ranking: sampled (`{mode}`): the test item against {n} negatives sampled {kind} from the items the "
-            "user never interacted with (the LLMSeR / LLM-ESR tables' protocol); not comparable with full ranking.")
+    return (f"Ranking: sampled (`{mode}`): the test item against {n} negatives drawn {kind} by RecBole's sampler "
+            "(for sequential data it excludes only the test item, so a history item can be a negative; LLM-ESR's "
+            "code draws them outside the user's items); the scale of the LLMSeR / LLM-ESR tables, not "
+            "comparable with full ranking.")
 
 
 def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False):
@@ -371,11 +375,55 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
             for model in models[1:]:
                 p = paired_p([r["test_groups"][tail]["ndcg@10"] for r in runs[model]], base_tail)
                 lines.append(f"- {model}: p = {'-' if p is None else f'{p:.3g}'}")
+        if len(seeds) > 1:
+            lines += ["", "Paired t-test on NDCG@10 per user group against the first model (p):", ""]
+            for model in models[1:]:
+                cells = []
+                for g in names:
+                    if g.startswith("users"):
+                        p = paired_p([r["test_groups"][g]["ndcg@10"] for r in runs[model]],
+                                     [r["test_groups"][g]["ndcg@10"] for r in base])
+                        cells.append(f"{g} {'-' if p is None else f'{p:.3g}'}")
+                lines.append(f"- {model}: " + "; ".join(cells))
+    lines += extra_mode_tables(models, runs)
     ttq = time_to_quality(models, runs, pretrain_from_first)
     if ttq:
         lines += ["", ttq]
     lines += ["", "Reproduce:", "", "```", command, "```", ""]
     return "\n".join(lines)
+
+
+def extra_mode_tables(models, runs):
+    """Lines of the second test passes (``extra_test_modes``, e.g. uni100) of the same checkpoints."""
+    modes = [m for m in (runs[models[0]][0].get("extra_tests") or {})
+             if all(m in (r.get("extra_tests") or {}) for model in models for r in runs[model])]
+    lines = []
+    for mode in modes:
+        lines += ["", f"Same checkpoints, test in `{mode}` mode ({ranking_protocol({'eval_args': {'mode': mode}})[9:]})", ""]
+        lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS) + " | p vs first |")
+        lines.append("|---" * (len(METRICS) + 2) + "|")
+        base = [r["extra_tests"][mode] for r in runs[models[0]]]
+        for i, model in enumerate(models):
+            rs = [r["extra_tests"][mode] for r in runs[model]]
+            cells = [" ± ".join(f"{v:.4f}" for v in mean_std([r["test_result"][m] for r in rs])) for m in METRICS]
+            p = paired_p([r["test_result"]["ndcg@10"] for r in rs], [r["test_result"]["ndcg@10"] for r in base]) if i else None
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {'-' if p is None else f'{p:.3g}'} |")
+        first = base[0].get("test_groups")
+        if first:
+            names = [g for g in first if first[g].get("n")]
+            lines += ["", f"`{mode}` NDCG@10 by group (p vs first):", ""]
+            lines.append("| model | " + " | ".join(f"{g} (n={first[g]['n']})" for g in names) + " |")
+            lines.append("|---" * (len(names) + 1) + "|")
+            for i, model in enumerate(models):
+                rs = [r["extra_tests"][mode] for r in runs[model]]
+                cells = []
+                for g in names:
+                    vals = [r["test_groups"][g]["ndcg@10"] for r in rs]
+                    mu, sd = mean_std(vals)
+                    p = paired_p(vals, [r["test_groups"][g]["ndcg@10"] for r in base]) if i else None
+                    cells.append(f"{mu:.4f} ± {sd:.4f}" + ("" if p is None else f" (p={p:.2g})"))
+                lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_groups(runs, models, path):

@@ -36,6 +36,27 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     return config, data, train_data, valid_data, test_data
 
 
+def test_loader_in_mode(config, data, train_data, valid_data, test_data, mode):
+    """The test split again, evaluated in ``mode`` (``full``, ``uni100``, ``pop100``...): a second
+    test pass of the same model, e.g. the sampled protocol of the LLMSeR / LLM-ESR tables beside
+    full ranking (``extra_test_modes: [uni100]``).  The negatives are RecBole's sampler's, seeded
+    by ``seed``; ``config`` is left as it was."""
+    from recbole.data.utils import create_samplers, get_dataloader
+
+    old_mode = dict(config["eval_args"]["mode"])
+    old_args = config["test_neg_sample_args"]
+    try:
+        config["eval_args"]["mode"]["test"] = mode
+        config._set_eval_neg_sample_args("test")
+        init_seed(config["seed"], config["reproducibility"])
+        built = [train_data._dataset, valid_data._dataset, test_data._dataset]
+        _, _, sampler = create_samplers(config, data, built)
+        return get_dataloader(config, "test")(config, test_data._dataset, sampler, shuffle=False)
+    finally:
+        config["eval_args"]["mode"] = old_mode
+        config["test_neg_sample_args"] = old_args
+
+
 def run_recbole_sada(
     model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, cmd_args=(), prepared=None,
     callback_fn=None,
@@ -45,7 +66,8 @@ def run_recbole_sada(
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``
         (as ``recbole.quick_start.run_recbole``), ``test_groups`` (HR/NDCG per user-length and
-        item-popularity group, see :mod:`recbole_sada.evaluation.groups`) and ``epoch_time`` (mean
+        item-popularity group, see :mod:`recbole_sada.evaluation.groups`), ``extra_tests`` (mode ->
+        ``test_result`` / ``test_groups`` of a second test pass for each of ``extra_test_modes``) and ``epoch_time`` (mean
         seconds per training epoch), ``epochs_run``, ``peak_memory_mb``, ``model_file``, ``config``.
         ``callback_fn(epoch_idx, valid_score)`` is passed to ``trainer.fit`` (hyper-parameter search).
     """
@@ -71,6 +93,15 @@ def run_recbole_sada(
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    extra_tests = {}
+    for mode in config["extra_test_modes"] or ():
+        loader = test_loader_in_mode(config, data, train_data, valid_data, test_data, mode)
+        extra_groups = GroupEvaluator(config, train_data._dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        with extra_groups.recording(trainer):  # the best model is loaded already
+            extra_result = trainer.evaluate(loader, load_best_model=False, show_progress=config["show_progress"])
+        extra_tests[mode] = {"test_result": extra_result, "test_groups": extra_groups.result()}
+        logger.info(set_color(f"test result ({mode})", "yellow") + f": {extra_result}")
     epoch_times = getattr(trainer, "epoch_times", [])
     return {
         "best_valid_score": best_valid_score,
@@ -78,6 +109,7 @@ def run_recbole_sada(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "test_groups": groups.result(),
+        "extra_tests": extra_tests,
         "epoch_time": sum(epoch_times) / len(epoch_times) if epoch_times else None,
         "epochs_run": len(epoch_times),
         "train_time": train_time,

@@ -293,3 +293,24 @@ def test_partial_eval_args_keep_the_leave_one_out_split(tiny_root, tmp_path):
     args = config["eval_args"]
     assert args["split"] == {"LS": "valid_and_test"} and args["order"] == "TO" and args["group_by"] == "user"
     assert args["mode"] in ("uni100", {"valid": "uni100", "test": "uni100"})
+
+
+def test_extra_test_mode_is_a_second_pass_of_the_same_model(tiny_root, tmp_path):
+    """extra_test_modes: [uni20] tests the best model again with sampled negatives; the full-ranking
+    result is unchanged and the sampled pass has its own group metrics."""
+    from recbole_sada.quick_start import run_recbole_sada
+
+    cfg = {
+        "data_path": str(tiny_root), "checkpoint_dir": str(tmp_path), "epochs": 1, "hidden_size": 16,
+        "inner_size": 32, "n_layers": 1, "n_heads": 1, "train_batch_size": 32, "eval_batch_size": 16,
+        "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "state": "WARNING", "train_mode": "sequence",
+        "topk": [1, 5, 10], "valid_metric": "NDCG@10",
+    }
+    plain = run_recbole_sada("SASRec", "tiny", config_dict=cfg)
+    both = run_recbole_sada("SASRec", "tiny", config_dict={**cfg, "extra_test_modes": ["uni20"]})
+    assert both["test_result"] == plain["test_result"] and plain["extra_tests"] == {}
+    sampled = both["extra_tests"]["uni20"]
+    assert both["config"]["eval_args"]["mode"]["test"] == "full"  # config restored
+    for key, value in sampled["test_result"].items():
+        assert sampled["test_groups"]["all"][key] == pytest.approx(value, abs=1e-12), key
+    assert sampled["test_result"]["hit@10"] > both["test_result"]["hit@10"]
