@@ -90,3 +90,25 @@ def test_committed_store_is_reused_without_checkpoints(tmp_path, monkeypatch):
         run_table.main(["--dataset=ml-100k", "--models", "SASRec", "BASRecSASRec[alpha=0.3]", "--seeds", "7",
                         "--pretrain_from_first", "--log_dir", str(log), "--store", str(store),
                         "--output", str(out), "--title", "t"])
+
+
+def test_tables_state_the_ranking_protocol_and_the_second_test_pass():
+    assert "full ranking" in run_table.ranking_protocol({}) and "scored too" in run_table.ranking_protocol({})
+    assert "masked" in run_table.ranking_protocol({"eval_mask_history": True})
+    sampled = run_table.ranking_protocol({"eval_args": {"mode": {"valid": "full", "test": "uni100"}}})
+    assert "100 negatives" in sampled and "not comparable" in sampled
+
+    def run(full, sampled_ndcg):
+        groups = {"all": {"n": 2, "ndcg@10": full}, "users[0,4)": {"n": 1, "ndcg@10": full}}
+        metrics = {m: full for m in run_table.METRICS}
+        extra = {"uni100": {"test_result": {m: sampled_ndcg for m in run_table.METRICS},
+                            "test_groups": {**groups, "all": {"n": 2, "ndcg@10": sampled_ndcg}}}}
+        return {"test_result": metrics, "test_groups": groups, "extra_tests": extra, "epoch_time": 1.0,
+                "peak_memory_mb": 100.0, "epochs_run": 3, "valid_curve": []}
+
+    runs = {"A": [run(0.01, 0.2), run(0.012, 0.21)], "B": [run(0.02, 0.3), run(0.021, 0.32)]}
+    text = run_table.render("t", "ml-100k", ["A", "B"], [1, 2], runs, "smoke", {}, "cmd")
+    assert "Same checkpoints, test in `uni100` mode" in text
+    sampled_rows = [line for line in text.split("Same checkpoints")[1].splitlines() if line.startswith("| B |")]
+    assert sampled_rows[0].startswith("| B | 0.3100 ± 0.0141")
+    assert "users[0,4) " in text.split("per user group")[1]  # p-values per user group
