@@ -13,6 +13,7 @@ benchmark dataset (RecBole's own URL list) is downloaded with RecBole's helpers 
 missing and where they go.
 """
 import os
+import re
 from pathlib import Path
 
 import recbole
@@ -357,6 +358,13 @@ def _validate(config):
     mode = config["train_mode"] or "prefix"
     if mode not in TRAIN_MODES:
         raise SADAInputError(f"train_mode must be one of {TRAIN_MODES}, got '{mode}'")
+    extra = config["extra_test_modes"]
+    if isinstance(extra, str):
+        extra = config["extra_test_modes"] = [extra]
+    for m in extra or ():
+        if not (isinstance(m, str) and re.fullmatch(r"full|(uni|pop)[1-9]\d*", m)):
+            raise SADAInputError(f"extra_test_modes: {m!r} is not a test mode; use full, uni<N> or pop<N> "
+                                 "(e.g. --extra_test_modes=\"['uni100']\")")
     loss = config["loss_type"]
     if loss is not None and loss not in LOSS_TYPES:
         raise SADAInputError(f"loss_type must be one of {LOSS_TYPES}, got '{loss}'")

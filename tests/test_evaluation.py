@@ -314,3 +314,18 @@ def test_extra_test_mode_is_a_second_pass_of_the_same_model(tiny_root, tmp_path)
     for key, value in sampled["test_result"].items():
         assert sampled["test_groups"]["all"][key] == pytest.approx(value, abs=1e-12), key
     assert sampled["test_result"]["hit@10"] > both["test_result"]["hit@10"]
+    # the same test users fall into the same groups as in the full-ranking pass (user ids read right)
+    assert {g: v["n"] for g, v in sampled["test_groups"].items()} == {g: v["n"] for g, v in both["test_groups"].items()}
+
+
+@pytest.mark.parametrize("value", ["['uni']", "['full', 'uni0']", "['top100']"])
+def test_bad_extra_test_mode_is_refused_before_training(tiny_root, value):
+    from recbole_sada.config import build_config
+    from recbole_sada.errors import SADAInputError
+
+    with pytest.raises(SADAInputError, match="extra_test_modes.*uni<N>"):
+        build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "ERROR"},
+                     cmd_args=[f"--extra_test_modes={value}"])
+    one = build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "ERROR",
+                                                      "extra_test_modes": "uni100"})
+    assert one["extra_test_modes"] == ["uni100"]  # a single mode need not be a list
