@@ -308,14 +308,18 @@ def ranking_protocol(settings):
     mode = (settings.get("eval_args") or {}).get("mode", "full")
     if isinstance(mode, dict):
         mode = mode.get("test", "full")
-    masked = bool(settings.get("eval_mask_history", False))
+    return "Ranking: " + describe_mode(mode, bool(settings.get("eval_mask_history", False)))
+
+
+def describe_mode(mode, masked=False):
+    """What a test ``mode`` ranks (the sentence of :func:`ranking_protocol` without its label)."""
     if str(mode) == "full":
-        return ("Ranking: full ranking over all items" + ("; the user's input items are masked (score -inf)."
-                                                          if masked else "; the user's history items are scored too."))
+        return "full ranking over all items" + ("; the user's input items are masked (score -inf)."
+                                                if masked else "; the user's history items are scored too.")
     m = re.match(r"^(uni|pop)(\d+)$", str(mode))
     kind = {"uni": "uniformly", "pop": "by popularity"}.get(m.group(1), "") if m else ""
     n = m.group(2) if m else "?"
-    return (f"Ranking: sampled (`{mode}`): the test item against {n} negatives drawn {kind} by RecBole's sampler "
+    return (f"sampled (`{mode}`): the test item against {n} negatives drawn {kind} by RecBole's sampler "
             "(for sequential data it excludes only the test item, so a history item can be a negative; LLM-ESR's "
             "code draws them outside the user's items); the scale of the LLMSeR / LLM-ESR tables, not "
             "comparable with full ranking.")
@@ -399,7 +403,7 @@ def extra_mode_tables(models, runs):
              if all(m in (r.get("extra_tests") or {}) for model in models for r in runs[model])]
     lines = []
     for mode in modes:
-        lines += ["", f"Same checkpoints, test in `{mode}` mode ({ranking_protocol({'eval_args': {'mode': mode}})[9:]})", ""]
+        lines += ["", f"Same checkpoints, test in `{mode}` mode ({describe_mode(mode)})", ""]
         lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS) + " | p vs first |")
         lines.append("|---" * (len(METRICS) + 2) + "|")
         base = [r["extra_tests"][mode] for r in runs[models[0]]]
