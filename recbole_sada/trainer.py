@@ -111,6 +111,9 @@ class SADATrainer(Trainer):
             return tuple(reduce_loss(v) for v in out.values())
 
         start = time.time()
+        hook = getattr(self.model, "on_epoch_start", None)
+        if callable(hook):  # per-epoch state of a model (LLM-ESR's teacher cache), timed with the epoch
+            hook(epoch_idx)
         total = super()._train_epoch(train_data, epoch_idx, loss_func=named_loss, show_progress=show_progress)
         self.epoch_times.append(time.time() - start)
         self._log_model_stats(epoch_idx)

@@ -16,11 +16,12 @@ from recbole_sada.model.backbones.gru4rec import GRU4Rec
 from recbole_sada.model.backbones.nextitnet import NextItNet
 from recbole_sada.model.backbones.sasrec import SASRec
 from recbole_sada.model.basrec import BASRecMixin
+from recbole_sada.model.llmesr import LLMESRMixin
 from recbole_sada.model.llmser import LLMSeRMixin
 from recbole_sada.model.sada import SADAMixin
 
 BACKBONES = {"SASRec": SASRec, "GRU4Rec": GRU4Rec, "FMLPRec": FMLPRec, "NextItNet": NextItNet, "BERT4Rec": BERT4Rec}
-METHODS = {"BASRec": BASRecMixin, "SADA": SADAMixin, "LLMSeR": LLMSeRMixin}
+METHODS = {"BASRec": BASRecMixin, "SADA": SADAMixin, "LLMSeR": LLMSeRMixin, "LLMESR": LLMESRMixin}
 
 #: ``{model name: why it is not built}`` for the pairs the declarations rule out
 UNSUPPORTED = {}
@@ -30,7 +31,8 @@ def unsupported_reason(method, backbone):
     """Why ``<method><backbone>`` cannot be trained correctly, or None."""
     mixin, klass = METHODS[method], BACKBONES[backbone]
     if getattr(mixin, "needs_causal", False) and not getattr(klass, "causal", True):
-        return (f"{method} needs a causal (left-to-right) backbone: its augmented views and cross-sequence mixes are "
+        why = getattr(mixin, "causal_reason", "its augmented views and cross-sequence mixes are")
+        return (f"{method} needs a causal (left-to-right) backbone: {why} "
                 f"trained on the next item at every position, and {backbone} is bidirectional (cloze training); "
                 f"use {method}SASRec, {method}GRU4Rec, {method}FMLPRec or {method}NextItNet")
     return None
