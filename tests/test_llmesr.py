@@ -139,3 +139,11 @@ def test_bidirectional_backbone_is_refused_with_the_reason():
     from recbole_sada.model import grid
 
     assert "LLMESRBERT4Rec" in grid.UNSUPPORTED and "bidirectional" in grid.UNSUPPORTED["LLMESRBERT4Rec"]
+
+
+def test_distillation_weight_is_not_basrecs_alpha(esr_cfg):
+    # the official BASRec preset sets alpha 0.4 (its Beta mixup): it must not reach LLM-ESR
+    model, _, _ = _model(esr_cfg, alpha=0.4)
+    assert model.distill_weight == 0.1
+    model, _, _ = _model(esr_cfg, distill_weight=0.3)
+    assert model.distill_weight == 0.3

@@ -30,7 +30,10 @@ with training items and a non-zero embedding are candidates).  Per training batc
 a user is the mean of the dual-view representations of those users' *training* sequences (the
 last ``MAX_ITEM_LIST_LENGTH`` items of each, encoded by the current model without gradient), and
 
-    loss = rec_loss + alpha * MSE(student, teacher)          (user_sim_func: kd, the paper's runs)
+    loss = rec_loss + distill_weight * MSE(student, teacher)   (user_sim_func: kd, the paper's runs)
+
+``distill_weight`` is the paper's alpha, named apart from BASRec's ``alpha`` (its Beta-mixup
+parameter) so that a preset shared by the Beauty tables cannot set one for the other.
 
 The student is the representation at the last real position of the training input.  No valid or
 test item is ever read: the neighbours' sequences come from the train split and the user
@@ -146,7 +149,9 @@ class LLMESRMixin:
 
     def setup_llmesr(self, config, dataset):
         self.USER_ID = config["USER_ID_FIELD"]
-        self.alpha = float(config["alpha"])
+        self.distill_weight = float(config["distill_weight"])
+        if not self.distill_weight >= 0:
+            raise SADAInputError(f"distill_weight must be >= 0, got {self.distill_weight} (--distill_weight=0.1)")
         self.use_distill = bool(config["use_distill"])
         self.user_sim_func = config["user_sim_func"]
         if self.user_sim_func not in USER_SIM_FUNCS:
@@ -272,5 +277,5 @@ class LLMESRMixin:
                 losses["loss_distill"] = H.sum() * 0.0
             else:
                 student = gather_last(H, item_seq_len)[has]
-                losses["loss_distill"] = self.alpha * F.mse_loss(student, mean[has])
+                losses["loss_distill"] = self.distill_weight * F.mse_loss(student, mean[has])
         return losses
