@@ -147,3 +147,19 @@ def test_distillation_weight_is_not_basrecs_alpha(esr_cfg):
     assert model.distill_weight == 0.1
     model, _, _ = _model(esr_cfg, distill_weight=0.3)
     assert model.distill_weight == 0.3
+
+
+def test_adapter_per_distinct_id_and_cached_eval_table(esr_cfg):
+    model, _, _ = _model(esr_cfg)
+    ids = torch.tensor([[3, 3, 5, 0], [5, 1, 0, 0]])
+    ref = model.adapter(model.semantic_table(ids))
+    assert torch.allclose(model.semantic_vectors(ids), ref, atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        t1 = model.output_item_embedding()
+        assert model.output_item_embedding() is t1  # reused while evaluating
+    model.train()
+    with torch.no_grad():
+        model.item_embedding.weight.add_(1.0)
+    model.eval()
+    assert not torch.allclose(model.output_item_embedding(), t1)  # rebuilt after training

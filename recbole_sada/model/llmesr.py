@@ -196,7 +196,14 @@ class LLMESRMixin:
 
     # ------------------------------------------------------------------ views
     def semantic_vectors(self, ids):
-        return self.adapter(self.semantic_table(ids))
+        """Adapted semantic vectors of ``ids`` (any shape), the adapter run once per distinct id
+        (a batch repeats items and padding; the values and gradients are those of the full form)."""
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        return self.adapter(self.semantic_table(unique))[inverse]
+
+    def train(self, mode=True):
+        self._eval_table = None  # the evaluation-time item table is rebuilt after any training
+        return super().train(mode)
 
     def encode_views(self, item_seq, item_seq_len):
         """(B, L, 2D): ``[h_id ; h_sem]`` at every position."""
@@ -211,8 +218,14 @@ class LLMESRMixin:
         return gather_last(self.encode_views(item_seq, item_seq_len), item_seq_len)
 
     def output_item_embedding(self):
-        ids = torch.arange(self.n_items, device=self.item_embedding.weight.device)
-        return torch.cat([self.item_embedding.weight, self.semantic_vectors(ids)], dim=-1)
+        """(n_items, 2D) ``[e_id ; A(s)]``; at evaluation built once and reused until training resumes."""
+        cached = getattr(self, "_eval_table", None)
+        if cached is not None and not self.training:
+            return cached
+        table = torch.cat([self.item_embedding.weight, self.adapter(self.semantic_table.weight)], dim=-1)
+        if not self.training:
+            self._eval_table = table = table.detach()
+        return table
 
     def item_vectors(self, ids):
         return torch.cat([self.item_embedding(ids), self.semantic_vectors(ids)], dim=-1)
