@@ -448,12 +448,26 @@ def plot_groups(runs, models, path):
     return _save(fig, ax, path)
 
 
+NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- end notes -->"
+
+
 def write_section(path, title, text):
+    """Write ``text`` as the section ``title`` of ``path`` (replacing that section, else appended).
+
+    Hand-written prose between ``<!-- notes -->`` and ``<!-- end notes -->`` inside the old
+    section is kept, right below the new section's heading: a rerun (another seed) re-renders the
+    tables without losing what was written about them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     begin, end = f"<!-- section: {title} -->", f"<!-- end: {title} -->"
-    block = f"{begin}\n{text}\n{end}"
     old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        section = old[old.index(begin): old.index(end)]
+        if NOTES_BEGIN in section and NOTES_END in section:
+            notes = section[section.index(NOTES_BEGIN): section.index(NOTES_END) + len(NOTES_END)]
+            head, _, rest = text.partition("\n")
+            text = f"{head}\n\n{notes}\n{rest}" if head.startswith("## ") else f"{notes}\n{text}"
+    block = f"{begin}\n{text}\n{end}"
     if begin in old and end in old:
         new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
     else:

@@ -112,3 +112,18 @@ def test_tables_state_the_ranking_protocol_and_the_second_test_pass():
     sampled_rows = [line for line in text.split("Same checkpoints")[1].splitlines() if line.startswith("| B |")]
     assert sampled_rows[0].startswith("| B | 0.3100 ± 0.0141")
     assert "users[0,4) " in text.split("per user group")[1]  # p-values per user group
+
+
+def test_rerendered_section_keeps_its_notes_and_other_sections(tmp_path):
+    out = tmp_path / "r.md"
+    run_table.write_section(out, "T", "## T\n\n| a |\n|---|\n| 1 |")
+    run_table.write_section(out, "U", "## U\n\nother")
+    text = out.read_text()
+    notes = "<!-- notes -->\n**What this is.** prose a rerun must keep.\n<!-- end notes -->"
+    out.write_text(text.replace("## T\n", "## T\n\n" + notes + "\n", 1))
+    run_table.write_section(out, "T", "## T\n\n| a |\n|---|\n| 2 |")
+    text = out.read_text()
+    assert text.count("prose a rerun must keep") == 1 and "| 2 |" in text and "| 1 |" not in text
+    assert text.index("## T") < text.index("prose a rerun") < text.index("| 2 |") < text.index("## U")
+    run_table.write_section(out, "U", "## U\n\nnew")  # a section without notes stays as rendered
+    assert "new" in out.read_text() and out.read_text().count("<!-- notes -->") == 1
