@@ -25,6 +25,11 @@ def peak_memory_mb(device=None):
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
     """Build config, dataset and dataloaders (shared by the CLI, benchmarks and tuning)."""
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)  # sets torch_threads
+    if getattr(get_model(config["model"]), "needs_semantic", False):
+        # side files are data: built (if missing) before the dataset, never inside a model constructor
+        from recbole_sada.semantic.features import ensure_semantic_features
+
+        ensure_semantic_features(config)
     set_anomaly_detection(bool(config["detect_anomaly"]))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)

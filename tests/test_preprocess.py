@@ -481,3 +481,27 @@ def test_ml100k_end_to_end(tmp_path):
     feats = load_semantic_features(config, create_dataset(config), log=False)
     assert feats.item_semantic.shape == (1683, 384) and feats.n_clusters == 5
     assert (feats.user_cluster[1:] >= 0).all()
+
+
+def test_prepare_builds_features_before_the_dataset_and_models_read_them_from_it(built, tmp_path, monkeypatch):
+    """Side files are data: ``prepare`` builds missing features for a model that needs them
+    before any dataset exists; the model reads them from the dataset, not from the files."""
+    import recbole_sada.quick_start as qs
+
+    copy_dataset(built[0], tmp_path, features=False)
+    seen = []
+    real = qs.create_dataset
+    monkeypatch.setattr(qs, "create_dataset", lambda config: seen.append(
+        all(p.is_file() for p in feature_paths(config).values())) or real(config))
+    config, data, train_data, _, _ = qs.prepare("SADASASRec", NAME, None, overrides(tmp_path, built[1]), ())
+    assert seen == [True]
+    feats = train_data._dataset.semantic_features()
+    assert train_data._dataset.semantic_features() is feats  # loaded once
+    model = qs.get_model("SADASASRec")(config, train_data._dataset)
+    assert torch.equal(model.item_semantic, feats.item_semantic.float())
+    # a model that needs no features builds none
+    other = tmp_path / "plain"
+    copy_dataset(built[0], other, features=False)
+    seen.clear()
+    qs.prepare("SASRec", NAME, None, overrides(other, built[1]), ())
+    assert seen == [False]

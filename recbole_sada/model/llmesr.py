@@ -52,10 +52,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_sada.data.dataset import training_sequences
+from recbole_sada.data.dataset import semantic_features, training_sequences
 from recbole_sada.errors import SADAInputError
 from recbole_sada.model.backbones.grouping import gather_last
-from recbole_sada.semantic.features import load_semantic_features
 
 USER_SIM_FUNCS = ("kd",)
 TEACHERS = ("batch", "epoch")
@@ -138,6 +137,7 @@ class LLMESRMixin:
     """Dual-view backbone with retrieval-augmented self-distillation (see module docstring)."""
 
     properties_name = "LLMESR"
+    needs_semantic = True  # prepare() builds the semantic feature files before the dataset
     # trained on next-item targets at every position: causal backbones only
     needs_causal = True
     causal_reason = "its two views and the distilled user representation are"
@@ -166,7 +166,7 @@ class LLMESRMixin:
         id_init = config["id_init"]
         if id_init not in ID_INITS:
             raise SADAInputError(f"id_init must be one of {ID_INITS}, got {id_init!r} (--id_init=pca)")
-        feats = load_semantic_features(config, dataset)
+        feats = semantic_features(dataset)  # built before the dataset by prepare(); read from the dataset
         hidden = self.item_embedding.embedding_dim
         sem = feats.item_semantic.float()
         self.semantic_table = nn.Embedding.from_pretrained(sem, freeze=bool(config["freeze_semantic"]), padding_idx=0)

@@ -46,11 +46,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from recbole_sada.data.dataset import semantic_features
 from recbole_sada.errors import SADAInputError
 from recbole_sada.model import augment as A
 from recbole_sada.model.basrec import BASRecMixin
 from recbole_sada.model.similarity import BLEND_MODES, BlendedSimilarity, EmbeddingCosineSimilarity
-from recbole_sada.semantic.features import load_semantic_features
 
 FUSION_GATES = ("popularity", "learned", "uniform")
 
@@ -144,6 +144,7 @@ class SADAMixin(BASRecMixin):
     """Semantic-aware BASRec (see module docstring)."""
 
     properties_name = "SADA"
+    needs_semantic = True  # prepare() builds the semantic feature files before the dataset
     _abstract_plugin = True
 
     def setup_augmentation(self, config, dataset):
@@ -161,7 +162,7 @@ class SADAMixin(BASRecMixin):
         self.substitute_blend = config["substitute_blend"] or "rank"
         if self.substitute_blend not in BLEND_MODES:
             raise SADAInputError(f"substitute_blend must be one of {BLEND_MODES}, got {self.substitute_blend!r} (--substitute_blend=rank)")
-        feats = load_semantic_features(config, dataset)
+        feats = semantic_features(dataset)  # built before the dataset by prepare(); read from the dataset
         self.register_buffer("item_semantic", feats.item_semantic.float(), persistent=False)
         self.register_buffer("user_cluster", feats.user_cluster.long(), persistent=False)
         self.register_buffer("cluster_nearest", feats.cluster_nearest.long(), persistent=False)
