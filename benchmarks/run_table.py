@@ -105,6 +105,7 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
         "train_time": result["train_time"],
         "peak_memory_mb": result["peak_memory_mb"],
         "test_groups": result.get("test_groups"),
+        "test_group_sets": result.get("test_group_sets") or {},
         "valid_curve": curve,
         "extra_tests": {mode: {"test_result": dict(v["test_result"]), "test_groups": v["test_groups"]}
                         for mode, v in (result.get("extra_tests") or {}).items()},
@@ -389,12 +390,36 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
                                      [r["test_groups"][g]["ndcg@10"] for r in base])
                         cells.append(f"{g} {'-' if p is None else f'{p:.3g}'}")
                 lines.append(f"- {model}: " + "; ".join(cells))
+    lines += group_set_tables(models, runs)
     lines += extra_mode_tables(models, runs)
     ttq = time_to_quality(models, runs, pretrain_from_first)
     if ttq:
         lines += ["", ttq]
     lines += ["", "Reproduce:", "", "```", command, "```", ""]
     return "\n".join(lines)
+
+
+def group_set_tables(models, runs):
+    """One table per ``group_sets`` definition found in the runs (e.g. LLM-ESR's long-tail groups)."""
+    lines = []
+    have = [m for m in models if runs[m][0].get("test_group_sets")]
+    if not have:
+        return lines
+    for name, first in runs[have[0]][0]["test_group_sets"].items():
+        names = [g for g in first if g != "all" and first[g].get("n")]
+        lines += ["", f"Test NDCG@10 by group, definition `{name}` (`group_sets`; same ranks as above):", ""]
+        lines.append("| model | " + " | ".join(f"{g} (n={first[g]['n']})" for g in names) + " |")
+        lines.append("|---" * (len(names) + 1) + "|")
+        base = runs[have[0]]
+        for model in have:
+            cells = []
+            for g in names:
+                vals = [r["test_group_sets"][name][g]["ndcg@10"] for r in runs[model]]
+                mu, sd = mean_std(vals)
+                p = None if model == have[0] else paired_p(vals, [r["test_group_sets"][name][g]["ndcg@10"] for r in base])
+                cells.append(f"{mu:.4f} ± {sd:.4f}" + ("" if p is None else f" (p={p:.2g})"))
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def extra_mode_tables(models, runs):

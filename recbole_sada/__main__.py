@@ -58,6 +58,8 @@ def main(argv=None):
         from recbole_sada.evaluation.groups import format_group_table
 
         print("\n" + format_group_table(result["test_groups"], title="test, by group"))
+        for name, groups in (result.get("test_group_sets") or {}).items():
+            print("\n" + format_group_table(groups, title=f"test, by group ({name})"))
     if args.result_json:
         write_result_json(args.result_json, args.model, args.dataset, result)
     return 0
@@ -68,7 +70,7 @@ def write_result_json(path, model, dataset, result):
     import json
     import os
 
-    keep = ("best_valid_score", "best_valid_result", "test_result", "test_groups", "epoch_time",
+    keep = ("best_valid_score", "best_valid_result", "test_result", "test_groups", "test_group_sets", "epoch_time",
             "epochs_run", "train_time", "peak_memory_mb", "model_file")
     out = {"model": model, "dataset": dataset, "seed": result["config"]["seed"]}
     out.update({k: result.get(k) for k in keep})

@@ -71,7 +71,8 @@ def run_recbole_sada(
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``
         (as ``recbole.quick_start.run_recbole``), ``test_groups`` (HR/NDCG per user-length and
-        item-popularity group, see :mod:`recbole_sada.evaluation.groups`), ``extra_tests`` (mode ->
+        item-popularity group, see :mod:`recbole_sada.evaluation.groups`), ``test_group_sets`` (the
+        same for each definition of ``group_sets``), ``extra_tests`` (mode ->
         ``test_result`` / ``test_groups`` of a second test pass for each of ``extra_test_modes``) and ``epoch_time`` (mean
         seconds per training epoch), ``epochs_run``, ``peak_memory_mb``, ``model_file``, ``config``.
         ``callback_fn(epoch_idx, valid_score)`` is passed to ``trainer.fit`` (hyper-parameter search).
@@ -114,6 +115,7 @@ def run_recbole_sada(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "test_groups": groups.result(),
+        "test_group_sets": groups.set_results(),
         "extra_tests": extra_tests,
         "epoch_time": sum(epoch_times) / len(epoch_times) if epoch_times else None,
         "epochs_run": len(epoch_times),

@@ -127,3 +127,15 @@ def test_rerendered_section_keeps_its_notes_and_other_sections(tmp_path):
     assert text.index("## T") < text.index("prose a rerun") < text.index("| 2 |") < text.index("## U")
     run_table.write_section(out, "U", "## U\n\nnew")  # a section without notes stays as rendered
     assert "new" in out.read_text() and out.read_text().count("<!-- notes -->") == 1
+
+
+def test_group_set_tables_render_each_definition_with_p_values():
+    def run(v):
+        g = {"all": {"n": 10, "ndcg@10": v}, "users[0,7)": {"n": 6, "ndcg@10": v}, "users[7,inf)": {"n": 4, "ndcg@10": v},
+             "items:head": {"n": 3, "ndcg@10": v}, "items:tail": {"n": 7, "ndcg@10": v / 2}}
+        return {"test_group_sets": {"llmesr": g}}
+    runs = {"A": [run(0.1), run(0.12)], "B": [run(0.2), run(0.23)]}
+    text = "\n".join(run_table.group_set_tables(["A", "B"], runs))
+    assert "definition `llmesr`" in text and "users[0,7) (n=6)" in text and "items:tail (n=7)" in text
+    assert "| B | 0.2150 ± " in text and "(p=" in text
+    assert run_table.group_set_tables(["A"], {"A": [{"test_group_sets": {}}]}) == []

@@ -329,3 +329,33 @@ def test_bad_extra_test_mode_is_refused_before_training(tiny_root, value):
     one = build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "ERROR",
                                                       "extra_test_modes": "uni100"})
     assert one["extra_test_modes"] == ["uni100"]  # a single mode need not be a list
+
+
+def test_group_sets_regroup_the_same_ranks(trained):
+    """A second group definition (LLM-ESR's long tail) from the same recorded ranks: the default
+    definition written out again gives the main groups; a count threshold splits items by it."""
+    from recbole_sada.evaluation.groups import item_train_popularity
+
+    (config, _, train_data, _, test_data), result = trained
+    trainer = result["trainer"]
+    config["group_sets"] = {"same": {}, "llmesr": {"user_group_edges": [7], "item_tail_below": 4}}
+    try:
+        grouped = GroupEvaluator(config, train_data._dataset)
+        with grouped.recording(trainer):
+            trainer.evaluate(test_data, load_best_model=False)
+        main, sets = grouped.result(), grouped.set_results()
+    finally:
+        config["group_sets"] = None
+    assert sets["same"] == main
+    alt = sets["llmesr"]
+    assert list(alt) == ["all", "users[0,7)", "users[7,inf)", "items:head", "items:tail"]
+    users, items, _ = grouped.recorder.arrays()
+    pop = item_train_popularity(train_data._dataset)
+    assert alt["items:tail"]["n"] == int((pop[items] < 4).sum())
+    assert alt["items:head"]["n"] + alt["items:tail"]["n"] == alt["all"]["n"] == main["all"]["n"]
+    with pytest.raises(ValueError, match="item_tail_below"):
+        config["group_sets"] = {"bad": {"item_tail_below": 0}}
+        try:
+            GroupEvaluator(config, train_data._dataset)
+        finally:
+            config["group_sets"] = None

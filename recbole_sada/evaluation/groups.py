@@ -8,6 +8,16 @@ Groups (the long-tail protocol of the BASRec / SADA papers):
   (ties: smaller item id first); the first ``head_ratio`` (default 0.2) of all items form
   ``items:head``, the rest ``items:tail``.  An item never seen in training is a tail item.
 
+Other definitions of the same groups can be computed from the same ranks (``group_sets``, e.g.
+LLM-ESR's long-tail split: tail users with fewer than 9 interactions, i.e. fewer than 7 training
+items under leave-one-out, and tail items with fewer than 4 training interactions)::
+
+    group_sets: {llmesr: {user_group_edges: [7], item_tail_below: 4}}
+
+Each set gives its own groups (``users[...)``, ``items:head`` / ``items:tail``) with its own
+``user_group_edges`` and either ``item_tail_below`` (tail = fewer training interactions than
+this) or ``head_ratio``; absent keys take the main definition's values.
+
 Popularity and lengths come from the TRAIN split only (:func:`training_sequences`), so the valid
 and test interactions never leak into the grouping.
 
@@ -109,6 +119,29 @@ def head_item_mask(popularity, head_ratio=DEFAULT_HEAD_RATIO, padding=True):
     mask = np.zeros(len(popularity), dtype=bool)
     mask[order[:n_head]] = True
     return mask
+
+
+def _check_group_sets(sets):
+    """``group_sets`` as ``{name: {user_group_edges, item_tail_below, head_ratio}}`` (checked)."""
+    if not sets:
+        return {}
+    if not isinstance(sets, dict):
+        raise ValueError(f"group_sets must map a name to its definition, e.g. {{llmesr: {{user_group_edges: [7], item_tail_below: 4}}}}, got {sets!r}")
+    out = OrderedDict()
+    for name, spec in sets.items():
+        spec = dict(spec or {})
+        unknown = set(spec) - {"user_group_edges", "item_tail_below", "head_ratio"}
+        if unknown:
+            raise ValueError(f"group_sets.{name}: unknown key(s) {sorted(unknown)}; use user_group_edges, item_tail_below or head_ratio")
+        if spec.get("user_group_edges") is not None:
+            spec["user_group_edges"] = _check_edges(spec["user_group_edges"])
+        below = spec.get("item_tail_below")
+        if below is not None and (isinstance(below, bool) or not isinstance(below, int) or below < 1):
+            raise ValueError(f"group_sets.{name}.item_tail_below must be an integer >= 1, got {below!r}")
+        if spec.get("head_ratio") is not None and not 0.0 <= float(spec["head_ratio"]) <= 1.0:
+            raise ValueError(f"group_sets.{name}.head_ratio must be in [0, 1], got {spec['head_ratio']}")
+        out[str(name)] = spec
+    return out
 
 
 def _check_edges(edges):
@@ -284,6 +317,7 @@ class GroupEvaluator:
         self.uid_field = config["USER_ID_FIELD"]
         self.train_dataset = train_dataset
         self.recorder = None
+        self.group_sets = _check_group_sets(config["group_sets"])
 
     @property
     def user_lengths(self):
@@ -339,3 +373,22 @@ class GroupEvaluator:
         return group_metrics(
             users, items, ranks, self.user_lengths, self.head_mask, self.topk, self.edges, self.decimals
         )
+
+    def set_results(self):
+        """``{set name: groups}`` of the ``group_sets`` definitions on the last recording's ranks
+        (``{}`` when none is configured or nothing was recorded)."""
+        if not self.group_sets or self.recorder is None or len(self.recorder) == 0:
+            return {}
+        users, items, ranks = self.recorder.arrays()
+        out = OrderedDict()
+        for name, spec in self.group_sets.items():
+            edges = spec.get("user_group_edges") or self.edges
+            if spec.get("item_tail_below") is not None:
+                popularity = item_train_popularity(self.train_dataset)
+                head = popularity >= int(spec["item_tail_below"])
+                head[0] = False
+            else:
+                ratio = spec.get("head_ratio")
+                head = self.head_mask if ratio is None else head_item_mask(item_train_popularity(self.train_dataset), ratio)
+            out[name] = group_metrics(users, items, ranks, self.user_lengths, head, self.topk, edges, self.decimals)
+        return out
