@@ -157,6 +157,9 @@ def load_data_and_model(model_file, device=None):
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
         raise SADAInputError(f"{model_file} is not a RecBole checkpoint (no config / state_dict)")
     config = checkpoint["config"]
+    # a Config built in this process sets RecBole's numpy aliases (np.float, used by its NDCG);
+    # one unpickled from a checkpoint does not, so evaluating after a reload would fail
+    config.compatibility_settings()
     if device is None:
         device = config["device"] if torch.cuda.is_available() else torch.device("cpu")
     config["device"] = torch.device(device)

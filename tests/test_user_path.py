@@ -259,3 +259,23 @@ def test_readme_own_dataset_steps(tmp_path, capsys):
     assert code == 0, lines[-5:]
     assert (folder / "mine.itememb").is_file()  # step 4: SADA built the features itself
     assert "categories" in (folder / "mine.semantic.json").read_text()
+
+
+def test_reload_and_evaluate_in_a_fresh_process(trained):
+    """No RecBole Config is built in a process that only reloads a checkpoint: RecBole's NDCG
+    needs the numpy aliases a Config sets, so load_data_and_model must set them itself."""
+    import subprocess
+    import sys
+
+    root, ckpt = trained
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from recbole_sada.quick_start import load_data_and_model\n"
+        "from recbole_sada.utils import get_trainer\n"
+        "config, model, _, _, _, test_data = load_data_and_model(%r)\n"
+        "trainer = get_trainer(config['MODEL_TYPE'], config['model'])(config, model)\n"
+        "print('NDCG', trainer.evaluate(test_data, load_best_model=False)['ndcg@10'])\n"
+    ) % (str(Path(__file__).resolve().parents[1]), ckpt)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "NDCG" in out.stdout
