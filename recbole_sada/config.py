@@ -365,6 +365,13 @@ def _validate(config):
         if not (isinstance(m, str) and re.fullmatch(r"full|(uni|pop)[1-9]\d*", m)):
             raise SADAInputError(f"extra_test_modes: {m!r} is not a test mode; use full, uni<N> or pop<N> "
                                  "(e.g. --extra_test_modes=\"['uni100']\")")
+    if config["group_sets"]:
+        from recbole_sada.evaluation.groups import _check_group_sets
+
+        try:  # checked before training, not when the test groups are computed at the end
+            _check_group_sets(config["group_sets"])
+        except ValueError as exc:
+            raise SADAInputError(f"{exc} (--group_sets=\"{{'llmesr': {{'user_group_edges': [7], 'item_tail_below': 4}}}}\")") from None
     loss = config["loss_type"]
     if loss is not None and loss not in LOSS_TYPES:
         raise SADAInputError(f"loss_type must be one of {LOSS_TYPES}, got '{loss}'")

@@ -359,3 +359,15 @@ def test_group_sets_regroup_the_same_ranks(trained):
             GroupEvaluator(config, train_data._dataset)
         finally:
             config["group_sets"] = None
+
+
+def test_bad_group_sets_is_a_one_line_error_before_training(tiny_root):
+    from recbole_sada.config import build_config
+    from recbole_sada.errors import SADAInputError
+
+    with pytest.raises(SADAInputError) as err:
+        build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "WARNING",
+                                                    "group_sets": {"x": {"item_tail_below": 0}}})
+    assert "group_sets.x.item_tail_below" in str(err.value) and "--group_sets" in str(err.value)
+    assert "\n" not in str(err.value)
+

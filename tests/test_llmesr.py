@@ -30,6 +30,15 @@ def test_pca_table_zero_rows_and_leading_components():
     cov = np.cov(P[rows].T)
     assert np.allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-5)  # uncorrelated scores
     assert np.all(pca_table(X, 12)[:, 8:] == 0)  # beyond the rank: zeros
+    # fit on a subset (the items seen in training): the other rows are projected, never fit on
+    fit = np.zeros(30, dtype=bool)
+    fit[:20] = True
+    P1 = pca_table(X, 4, fit)
+    X2 = X.copy()
+    X2[25] *= 100.0  # an item outside the fit, e.g. one that occurs only in valid/test
+    P2 = pca_table(X2, 4, fit)
+    assert np.allclose(P1[:25], P2[:25]) and np.allclose(P1[26:], P2[26:])
+    assert not np.allclose(P1[25], P2[25]) and np.any(P1[25] != 0)
 
 
 def test_similar_users_are_other_candidates_by_cosine():
@@ -99,7 +108,11 @@ def test_dual_view_scores_and_frozen_semantic_table(esr_cfg):
     D = model.item_embedding.embedding_dim
     assert model.output_item_embedding().shape == (model.n_items, 2 * D)
     # the ID table starts from the PCA of the semantic table
-    pca = torch.as_tensor(pca_table(model.semantic_table.weight.numpy(), D))
+    from recbole_sada.data.dataset import training_sequences
+
+    seen = np.zeros(model.n_items, dtype=bool)
+    seen[np.concatenate(training_sequences(train_data._dataset)[1])] = True
+    pca = torch.as_tensor(pca_table(model.semantic_table.weight.numpy(), D, seen))
     assert torch.allclose(model.item_embedding.weight, pca)
     batch = next(iter(train_data))
     model.train()

@@ -327,10 +327,17 @@ class GroupEvaluator:
         return self._user_lengths
 
     @property
+    def item_popularity(self):
+        """Training interactions per item id (computed on first use)."""
+        if "_item_popularity" not in vars(self):
+            self._item_popularity = item_train_popularity(self.train_dataset)
+        return self._item_popularity
+
+    @property
     def head_mask(self):
         """Head flag per item id (computed on first use)."""
         if "_head_mask" not in vars(self):
-            self._head_mask = head_item_mask(item_train_popularity(self.train_dataset), self.head_ratio)
+            self._head_mask = head_item_mask(self.item_popularity, self.head_ratio)
         return self._head_mask
 
     @contextmanager
@@ -384,11 +391,10 @@ class GroupEvaluator:
         for name, spec in self.group_sets.items():
             edges = spec.get("user_group_edges") or self.edges
             if spec.get("item_tail_below") is not None:
-                popularity = item_train_popularity(self.train_dataset)
-                head = popularity >= int(spec["item_tail_below"])
+                head = self.item_popularity >= int(spec["item_tail_below"])
                 head[0] = False
             else:
                 ratio = spec.get("head_ratio")
-                head = self.head_mask if ratio is None else head_item_mask(item_train_popularity(self.train_dataset), ratio)
+                head = self.head_mask if ratio is None else head_item_mask(self.item_popularity, ratio)
             out[name] = group_metrics(users, items, ranks, self.user_lengths, head, self.topk, edges, self.decimals)
         return out

@@ -61,22 +61,25 @@ TEACHERS = ("batch", "epoch")
 ID_INITS = ("pca", "random")
 
 
-def pca_table(matrix, dim):
-    """Rows of ``matrix`` (n, d) projected on their ``dim`` leading principal components.
+def pca_table(matrix, dim, fit_mask=None):
+    """Rows of ``matrix`` (n, d) projected on ``dim`` leading principal components.
 
-    Row 0 (padding) and all-zero rows (items without text) are left out of the fit and come out
-    as zeros.  When ``dim`` exceeds the rank the extra columns are zeros.
+    The components (and the mean) are fit on the rows of ``fit_mask`` only (the model passes the
+    items seen in training, so items that occur only in valid/test shape nothing) and applied to
+    every row.  Row 0 (padding) and all-zero rows (items without text) are never fit on and come
+    out as zeros.  When ``dim`` exceeds the rank the extra columns are zeros.
     """
     X = np.asarray(matrix, dtype=np.float64)
     out = np.zeros((X.shape[0], dim), dtype=np.float32)
-    rows = np.flatnonzero(np.abs(X).sum(1) > 0)
-    rows = rows[rows > 0]
-    if len(rows) < 2:
+    real = np.abs(X).sum(1) > 0
+    real[0] = False
+    fit = real if fit_mask is None else real & np.asarray(fit_mask, dtype=bool)
+    if fit.sum() < 2:
         return out
-    Xr = X[rows] - X[rows].mean(0, keepdims=True)
-    _, _, vt = np.linalg.svd(Xr, full_matrices=False)
+    mean = X[fit].mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(X[fit] - mean, full_matrices=False)
     k = min(dim, vt.shape[0])
-    out[rows, :k] = (Xr @ vt[:k].T).astype(np.float32)
+    out[real, :k] = ((X[real] - mean) @ vt[:k].T).astype(np.float32)
     return out
 
 
@@ -171,9 +174,6 @@ class LLMESRMixin:
         sem = feats.item_semantic.float()
         self.semantic_table = nn.Embedding.from_pretrained(sem, freeze=bool(config["freeze_semantic"]), padding_idx=0)
         self.adapter = nn.Sequential(nn.Linear(feats.dim, max(feats.dim // 2, 1)), nn.Linear(max(feats.dim // 2, 1), hidden))
-        if id_init == "pca":
-            with torch.no_grad():
-                self.item_embedding.weight.copy_(torch.as_tensor(pca_table(sem.numpy(), hidden)))
         self.use_cross_att = bool(config["use_cross_att"])
         if self.use_cross_att:
             heads = int(config["cross_att_heads"])
@@ -182,6 +182,11 @@ class LLMESRMixin:
         # neighbours and their training sequences (train split only)
         L = self.max_seq_length
         uids, seqs = training_sequences(dataset)
+        if id_init == "pca":  # components fit on the items seen in training only
+            seen = np.zeros(sem.size(0), dtype=bool)
+            seen[np.concatenate(seqs)] = True
+            with torch.no_grad():
+                self.item_embedding.weight.copy_(torch.as_tensor(pca_table(sem.numpy(), hidden, seen)))
         n_users = feats.user_semantic.size(0)
         table = torch.zeros(n_users, L, dtype=torch.long)
         lengths = torch.zeros(n_users, dtype=torch.long)
@@ -268,13 +273,12 @@ class LLMESRMixin:
         if self.distill_teacher == "epoch":
             if self._teacher_cache is None:
                 self.on_epoch_start(0)
-            unique, inverse = nb[valid], torch.arange(int(valid.sum()), device=nb.device)
-            reps = self._teacher_cache[unique]
+            reps = self._teacher_cache[nb[valid]]
         else:
             unique, inverse = torch.unique(nb[valid], return_inverse=True)
-            reps = self.user_representations(unique)
+            reps = self.user_representations(unique)[inverse]
         full = torch.zeros(*nb.shape, reps.size(-1), device=reps.device, dtype=reps.dtype)
-        full[valid] = reps[inverse]
+        full[valid] = reps
         mean = full.sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
         return mean, has
 
