@@ -14,6 +14,11 @@ Only three small overrides of RecBole's loop (no copy of ``Trainer.fit``):
   may return a dict of named losses (a value may be a ``(per_sample_loss, weight)`` pair, reduced
   as ``mean(loss * weight)``); their sum is optimised and each is logged per epoch (console and
   tensorboard, as the batch mean).
+* adversarial steps: a model with ``adversary_parameters()`` and ``adversary_loss(interaction)``
+  (IDEA's environment generators) has those parameters in a second optimiser (``adversary_lr``,
+  default ``learning_rate``; no weight decay) and out of the main one; per batch, the adversary
+  takes one step on ``adversary_loss`` (differentiated with respect to its own parameters only),
+  then the recommender takes RecBole's usual step.
 * checkpoint reloads go through :func:`recbole_sada.compat.trusted_checkpoint_load` (RecBole 1.2.1
   on torch >= 2.6).
 """
@@ -54,8 +59,39 @@ class SADATrainer(Trainer):
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise SADAInputError(f"valid_start_epoch must be an integer >= 0, got {start!r} (--valid_start_epoch=0)")
         self.loss_names = None
+        self.adversary_optimizer = None  # built on the first adversary step (IDEA)
         self.epoch_times = []
         self.stage1_model_file = None
+
+    # ------------------------------------------------------------------ adversary
+    def _adversary_params(self):
+        get = getattr(self.model, "adversary_parameters", None)
+        return list(get()) if callable(get) else []
+
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimiser, over every parameter except an adversary's (see module docstring)."""
+        adversary = self._adversary_params()
+        if adversary and "params" not in kwargs:
+            ids = {id(p) for p in adversary}
+            kwargs["params"] = [p for p in self.model.parameters() if id(p) not in ids]
+        return super()._build_optimizer(**kwargs)
+
+    def _adversary_step(self, interaction):
+        """One optimiser step of the adversary's parameters on ``model.adversary_loss``."""
+        params = self._adversary_params()
+        loss = self.model.adversary_loss(interaction)
+        if loss is None:
+            return
+        if getattr(self, "adversary_optimizer", None) is None:
+            lr = self.config["adversary_lr"]
+            self.adversary_optimizer = super()._build_optimizer(
+                params=params, learning_rate=self.learning_rate if lr is None else float(lr), weight_decay=0.0)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.adversary_optimizer.step()
+        for p in params:
+            p.grad = None
 
     # ------------------------------------------------------------------ stages
     def _set_stage(self, stage):
@@ -98,8 +134,11 @@ class SADATrainer(Trainer):
         self.model.train_stage = self.stage
         base = loss_func or self.model.calculate_loss
         names, n_batches = [], [0]
+        adversarial = bool(self._adversary_params()) and loss_func is None
 
         def named_loss(interaction):
+            if adversarial:
+                self._adversary_step(interaction)
             out = base(interaction)
             n_batches[0] += 1
             if not isinstance(out, Mapping):

@@ -16,12 +16,13 @@ from recbole_sada.model.backbones.gru4rec import GRU4Rec
 from recbole_sada.model.backbones.nextitnet import NextItNet
 from recbole_sada.model.backbones.sasrec import SASRec
 from recbole_sada.model.basrec import BASRecMixin
+from recbole_sada.model.idea import IDEAMixin
 from recbole_sada.model.llmesr import LLMESRMixin
 from recbole_sada.model.llmser import LLMSeRMixin
 from recbole_sada.model.sada import SADAMixin
 
 BACKBONES = {"SASRec": SASRec, "GRU4Rec": GRU4Rec, "FMLPRec": FMLPRec, "NextItNet": NextItNet, "BERT4Rec": BERT4Rec}
-METHODS = {"BASRec": BASRecMixin, "SADA": SADAMixin, "LLMSeR": LLMSeRMixin, "LLMESR": LLMESRMixin}
+METHODS = {"BASRec": BASRecMixin, "SADA": SADAMixin, "LLMSeR": LLMSeRMixin, "LLMESR": LLMESRMixin, "IDEA": IDEAMixin}
 
 #: ``{model name: why it is not built}`` for the pairs the declarations rule out
 UNSUPPORTED = {}
