@@ -32,6 +32,7 @@ from recbole.utils import set_color
 
 from recbole_sada.compat import load_checkpoint, trusted_checkpoint_load
 from recbole_sada.errors import SADAInputError
+from recbole_sada.fileio import atomic_path
 
 
 def reduce_loss(value):
@@ -240,12 +241,10 @@ class SADATrainer(Trainer):
         """RecBole's checkpoint, written to a temporary file and renamed: an interrupt (Ctrl-C)
         never leaves a half-written ``.pth`` where the last good one was."""
         target = kwargs.pop("saved_model_file", self.saved_model_file)
-        tmp = f"{target}.tmp"
-        super()._save_checkpoint(epoch, verbose=False, saved_model_file=tmp, **kwargs)
-        if os.path.isfile(tmp):
-            os.replace(tmp, target)
-            if verbose:
-                self.logger.info(set_color("Saving current", "blue") + f": {target}")
+        with atomic_path(target, suffix=".pth") as tmp:
+            super()._save_checkpoint(epoch, verbose=False, saved_model_file=str(tmp), **kwargs)
+        if verbose and os.path.isfile(target):
+            self.logger.info(set_color("Saving current", "blue") + f": {target}")
 
     def resume_checkpoint(self, resume_file):
         with trusted_checkpoint_load():

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from recbole_sada.errors import SADAInputError
+from recbole_sada.fileio import atomic_path, atomic_write_text, file_sha256  # noqa: F401 (re-exported)
 
 AUG_SUFFIX = "aug"
 PSEUDO_FIELD = "pseudo_items"
@@ -41,14 +41,6 @@ def sidecar_path(aug_path):
     return Path(str(aug_path) + ".json")
 
 
-def file_sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sequences_sha256(user_tokens, token_seqs):
     """Fingerprint of per-user token sequences (``user \\t items`` lines, users sorted by token)."""
     digest = hashlib.sha256()
@@ -64,17 +56,12 @@ def write_aug(path, uid_field, rows, meta):
     half-written file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{uid_field}:token\t{PSEUDO_FIELD}:token_seq\t{RELIABILITY_FIELD}:float\n")
-        for user, items, omega in rows:
-            f.write(f"{user}\t{' '.join(map(str, items))}\t{float(omega):.6f}\n")
-    os.replace(tmp, path)
-    side = sidecar_path(path)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT_VERSION, **meta}, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, side)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"{uid_field}:token\t{PSEUDO_FIELD}:token_seq\t{RELIABILITY_FIELD}:float\n")
+            for user, items, omega in rows:
+                f.write(f"{user}\t{' '.join(map(str, items))}\t{float(omega):.6f}\n")
+    atomic_write_text(sidecar_path(path), json.dumps({"format": FORMAT_VERSION, **meta}, indent=2, sort_keys=True, default=str))
 
 
 def read_aug(path, uid_field, make_hint):

@@ -59,7 +59,6 @@ S_u^mask), ``use_reason: False`` (ARV pick = RCS top-1, no LLM).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -77,7 +76,8 @@ from recbole_sada.data import create_dataset
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD, training_sequences
 from recbole_sada.errors import SADAInputError
 from recbole_sada.llmser import prompts
-from recbole_sada.llmser.augfile import default_aug_path, file_sha256, sequences_sha256, write_aug
+from recbole_sada.fileio import atomic_path, file_sha256
+from recbole_sada.llmser.augfile import default_aug_path, sequences_sha256, write_aug
 from recbole_sada.semantic import content_digest, get_cache, get_chat_llm, get_encoder, parse_choices
 from recbole_sada.semantic.parse import OK
 from recbole_sada.utils import get_model
@@ -553,9 +553,8 @@ class LLMSeRPipeline:
         fit_backbone(model, seqs, epochs, self.config, f"{name.upper()} training ({self.backbone}, reversed)"
                      if name == "ccg" else f"{name.upper()} training ({self.backbone})", self.show_progress)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
         return model, False
 
     def llm_users(self):
@@ -630,9 +629,8 @@ class LLMSeRPipeline:
                 top = semantic_top(emb, seq[: s.prompt_history], excluded[r], s.n_candidates, never=d.never)
                 pools[r, : len(top)] = top
             how = "semantic top-N (use_ccg: False)"
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, pools)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, pools)
         sizes = (pools > 0).sum(1)
         self._record_stage("ccg", start, pool=how, model_reused=loaded, mean_pool_size=round(float(sizes.mean()), 2)
                            if len(sizes) else 0)

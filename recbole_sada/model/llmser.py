@@ -47,7 +47,8 @@ from recbole.data.interaction import Interaction
 from recbole_sada.config import data_root
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD, training_sequences
 from recbole_sada.errors import SADAInputError
-from recbole_sada.llmser.augfile import default_aug_path, file_sha256, read_aug, sequences_sha256
+from recbole_sada.fileio import file_sha256
+from recbole_sada.llmser.augfile import default_aug_path, read_aug, sequences_sha256
 
 
 def channel_weights(omega, train_len, beta, tail_threshold, use_weight=True):

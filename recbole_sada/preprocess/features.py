@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import shutil
 import time
 import warnings
@@ -30,6 +29,7 @@ import numpy as np
 
 from recbole_sada.config import data_root, packaged_dataset_dir
 from recbole_sada.errors import SADAInputError
+from recbole_sada.fileio import atomic_path
 from recbole_sada.preprocess.text import item_texts, iter_user_texts, read_item_table
 from recbole_sada.semantic.features import (
     FORMAT_VERSION,
@@ -226,14 +226,9 @@ def cluster_users(vectors: np.ndarray, n_clusters: int, seed: int, users_path=No
 
 # ------------------------------------------------------------------------------ writing
 def _write_atomic(path: Path, write):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_embedding_file(path: Path, header, tokens, matrix: np.ndarray, extra=None):

@@ -32,10 +32,8 @@ would have to exist before the dataset is built.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ import yaml
 
 from recbole_sada.config import PROPERTIES_DIR, data_root
 from recbole_sada.errors import SADAInputError
+from recbole_sada.fileio import file_sha256 as _file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -144,14 +143,7 @@ def data_files(config: Any) -> dict:
 
 def file_sha256(path) -> str | None:
     """SHA-256 of a file, ``None`` when it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _file_sha256(path, missing_ok=True)
 
 
 def rebuild_command(config: Any) -> str:
