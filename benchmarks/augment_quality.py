@@ -46,7 +46,7 @@ def measure(model_name, dataset, overrides, batches, seed):
 
     from recbole_sada.model import augment as A
     from recbole_sada.quick_start import prepare
-    from recbole_sada.semantic.features import load_semantic_features
+    from recbole_sada.semantic.files import load_semantic_features
     from recbole_sada.utils import get_model
 
     config, data, train_data, _, _ = prepare(model_name, dataset, config_dict={**overrides, "seed": seed})

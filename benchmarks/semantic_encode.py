@@ -97,9 +97,9 @@ class Data:
     """Config, item texts, .item table and built dataset of one benchmark dataset."""
 
     def __init__(self, name, data_path, cache_dir):
-        from recbole_sada.preprocess.features import ensure_user_copy, load_train_split
+        from recbole_sada.preprocess.build import ensure_user_copy, load_train_split
         from recbole_sada.preprocess.text import item_texts, read_item_table
-        from recbole_sada.semantic.features import data_files, feature_paths, semantic_settings
+        from recbole_sada.semantic.files import data_files, feature_paths, semantic_settings
 
         self.name = name
         self.config = make_config(name, data_path, cache_dir)
@@ -119,7 +119,7 @@ class Data:
 
     @property
     def histories(self):
-        from recbole_sada.preprocess.features import training_histories
+        from recbole_sada.preprocess.build import training_histories
 
         if self._histories is None:
             self._histories = training_histories(self.prepared[1])
@@ -129,7 +129,7 @@ class Data:
 # ------------------------------------------------------------------------------ 1-2. throughput
 def throughput(name, texts, model, repeats, tmp_root):
     """Alternate direct sentence-transformers and the plugin's cached path; return a dict."""
-    from recbole_sada.preprocess.features import encode_texts
+    from recbole_sada.preprocess.build import encode_texts
     from recbole_sada.semantic import SemanticCache, SentenceTransformerEncoder
 
     texts = list(dict.fromkeys(t for t in texts if t))  # distinct: the plugin dedups anyway
@@ -186,7 +186,7 @@ def section_throughput(data, model, args, tmp_root):
                      runs["direct"], runs["plugin"], f"{r['max_diff']:.1e}"))
         checks.append((d.name, r["n"], r["calls_first"], r["calls_second"], f"{r['second_s']:.2f}"))
     one = [
-        "Plugin = `recbole_sada.preprocess.features.encode_texts` (cache lookup, dedup, texts sorted "
+        "Plugin = `recbole_sada.preprocess.build.encode_texts` (cache lookup, dedup, texts sorted "
         "by length, batches of 128, every batch written to the SQLite cache), fresh cache each run. "
         "Direct = `SentenceTransformer.encode(texts, batch_size=128, normalize_embeddings=True)` on "
         "the same loaded model (it also sorts by length). Runs alternate, and which of the pair goes "
@@ -211,7 +211,7 @@ def section_throughput(data, model, args, tmp_root):
 
 # ------------------------------------------------------------------------------ 3. preprocessing
 def section_preprocess(data, tmp_root):
-    from recbole_sada.preprocess.features import build_semantic_features
+    from recbole_sada.preprocess.build import build_semantic_features
     from recbole_sada.semantic import get_encoder
 
     rows = []
@@ -243,7 +243,7 @@ def section_preprocess(data, tmp_root):
 
 # ------------------------------------------------------------------------------ 4-5. sanity
 def neighbours(item_path, queries, labels, k=5):
-    from recbole_sada.semantic.features import read_embedding_file
+    from recbole_sada.semantic.files import read_embedding_file
 
     tokens, matrix, _ = read_embedding_file(item_path, "item_id", "item_emb")
     index = {t: i for i, t in enumerate(tokens)}
@@ -302,7 +302,7 @@ def beauty_leaf_categories(table):
 
 
 def cluster_summary(user_path, histories, cats, top=3):
-    from recbole_sada.semantic.features import read_embedding_file
+    from recbole_sada.semantic.files import read_embedding_file
 
     tokens, _, clusters = read_embedding_file(user_path, "user_id", "user_emb", "user_cluster")
     by_cluster = {}

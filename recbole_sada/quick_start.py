@@ -27,7 +27,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)  # sets torch_threads
     if getattr(get_model(config["model"]), "needs_semantic", False):
         # side files are data: built (if missing) before the dataset, never inside a model constructor
-        from recbole_sada.semantic.features import ensure_semantic_features
+        from recbole_sada.semantic.files import ensure_semantic_features
 
         ensure_semantic_features(config)
     set_anomaly_detection(bool(config["detect_anomaly"]))
@@ -199,7 +199,7 @@ def item_text_table(config):
     from pathlib import Path
 
     from recbole_sada.preprocess.text import item_texts, read_item_table
-    from recbole_sada.semantic.features import semantic_settings
+    from recbole_sada.semantic.files import semantic_settings
 
     settings = semantic_settings(config)
     path = Path(config["data_path"]) / f"{config['dataset']}.item"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recbole_sada.model import augment as A
-from recbole_sada.model.similarity import (
+from recbole_sada.model.item_similarity import (
     BlendedSimilarity,
     CooccurrenceSimilarity,
     EmbeddingCosineSimilarity,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from recbole_sada.data.dataset import training_sequences
-from recbole_sada.model.similarity import CooccurrenceSimilarity
+from recbole_sada.model.item_similarity import CooccurrenceSimilarity
 from recbole_sada.quick_start import prepare, run_recbole_sada
 from recbole_sada.utils import get_model
 

@@ -30,7 +30,7 @@ from recbole_sada.evaluation.significance import (
     run_seeds,
     summarize,
 )
-from recbole_sada.evaluation.similarity import augmentation_similarity
+from recbole_sada.evaluation.relevance import augmentation_similarity
 
 L2, L3 = 1 / math.log2(3), 1 / math.log2(4)  # DCG gains of ranks 2 and 3
 

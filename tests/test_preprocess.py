@@ -20,7 +20,7 @@ import torch
 from recbole_sada.config import build_config
 from recbole_sada.errors import SADAInputError
 from recbole_sada.preprocess import run_preprocess
-from recbole_sada.preprocess.features import (
+from recbole_sada.preprocess.build import (
     build_semantic_features,
     cluster_users,
     load_train_split,
@@ -34,7 +34,7 @@ from recbole_sada.preprocess.text import (
     render_user_text,
 )
 from recbole_sada.semantic import SemanticError, get_encoder
-from recbole_sada.semantic.features import (
+from recbole_sada.semantic.files import (
     NO_CLUSTER,
     check_sidecar,
     ensure_semantic_features,

@@ -8,7 +8,7 @@ import run_recbole_sada
 from conftest import write_tiny_dataset
 from recbole_sada.data.checks import check_atomic_file
 from recbole_sada.errors import SADAInputError
-from recbole_sada.semantic.features import read_embedding_file
+from recbole_sada.semantic.files import read_embedding_file
 
 SMALL = ["--epochs=1", "--hidden_size=16", "--inner_size=32", "--n_layers=1", "--n_heads=1",
          "--train_batch_size=64", "--eval_batch_size=256", "--MAX_ITEM_LIST_LENGTH=10", "--state=WARNING",

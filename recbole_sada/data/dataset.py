@@ -48,12 +48,12 @@ class SADASequentialDataset(SequentialDataset):
 
     def semantic_features(self):
         """The semantic item / user tables and user clusters aligned with this dataset's ids
-        (:class:`recbole_sada.semantic.features.SemanticFeatures`; SADA and LLM-ESR read them
+        (:class:`recbole_sada.semantic.files.SemanticFeatures`; SADA and LLM-ESR read them
         here), loaded once per dataset object.  ``prepare`` builds missing files before the dataset
         exists, for every model that declares ``needs_semantic``."""
         cached = getattr(self, "_semantic_features", None)
         if cached is None:
-            from recbole_sada.semantic.features import load_semantic_features
+            from recbole_sada.semantic.files import load_semantic_features
 
             cached = self._semantic_features = load_semantic_features(self.config, self)
         return cached
@@ -69,7 +69,7 @@ def semantic_features(dataset):
     """``dataset.semantic_features()``, or the files read for a plain RecBole dataset."""
     if hasattr(dataset, "semantic_features"):
         return dataset.semantic_features()
-    from recbole_sada.semantic.features import load_semantic_features
+    from recbole_sada.semantic.files import load_semantic_features
 
     return load_semantic_features(dataset.config, dataset)
 

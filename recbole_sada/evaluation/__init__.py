@@ -9,7 +9,7 @@ from recbole_sada.evaluation.significance import (
     run_seeds,
     summarize,
 )
-from recbole_sada.evaluation.similarity import augmentation_similarity
+from recbole_sada.evaluation.relevance import augmentation_similarity
 
 __all__ = [
     "GroupEvaluator",

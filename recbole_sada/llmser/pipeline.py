@@ -212,7 +212,7 @@ def load_item_texts(config, item_tokens):
     ``item_text_fields`` / ``item_text_template``; ``(texts, True)``, or placeholder texts and
     False when the dataset has no ``.item`` file."""
     from recbole_sada.preprocess.text import item_texts, read_item_table
-    from recbole_sada.semantic.features import semantic_settings
+    from recbole_sada.semantic.files import semantic_settings
 
     path = Path(config["data_path"]) / f"{config['dataset']}.item"
     if not path.is_file():

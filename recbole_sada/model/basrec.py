@@ -63,10 +63,10 @@ import numpy as np
 import torch
 
 from recbole_sada.data.dataset import training_sequences
-from recbole_sada.evaluation.similarity import augmentation_similarity
+from recbole_sada.evaluation.relevance import augmentation_similarity
 from recbole_sada.errors import SADAInputError
 from recbole_sada.model import augment as A
-from recbole_sada.model.similarity import CooccurrenceSimilarity
+from recbole_sada.model.item_similarity import CooccurrenceSimilarity
 
 
 class BASRecMixin:

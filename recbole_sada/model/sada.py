@@ -50,7 +50,7 @@ from recbole_sada.data.dataset import semantic_features
 from recbole_sada.errors import SADAInputError
 from recbole_sada.model import augment as A
 from recbole_sada.model.basrec import BASRecMixin
-from recbole_sada.model.similarity import BLEND_MODES, BlendedSimilarity, EmbeddingCosineSimilarity
+from recbole_sada.model.item_similarity import BLEND_MODES, BlendedSimilarity, EmbeddingCosineSimilarity
 
 FUSION_GATES = ("popularity", "learned", "uniform")
 

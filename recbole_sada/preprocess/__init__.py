@@ -1,5 +1,5 @@
 """Preprocessing: semantic item/user features (``python -m recbole_sada.preprocess``)."""
-from recbole_sada.preprocess.features import (
+from recbole_sada.preprocess.build import (
     build_semantic_features,
     cluster_users,
     ensure_user_copy,

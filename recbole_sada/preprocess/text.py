@@ -283,7 +283,7 @@ def render_user_text(history: Sequence[str], max_items: int, token_counts: Seque
     recent item is always kept.
 
     The caller passes only training items: the valid and test items of leave-one-out never reach
-    this function (see :func:`recbole_sada.preprocess.features.training_histories`).
+    this function (see :func:`recbole_sada.preprocess.build.training_histories`).
     """
     kept, used = [], 0
     for index in range(len(history) - 1, -1, -1):

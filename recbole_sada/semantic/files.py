@@ -18,7 +18,7 @@ Files, in the user's data folder ``<data_path>/<dataset>/`` (never inside an ins
 
 Typical use inside a model::
 
-    from recbole_sada.semantic.features import load_semantic_features
+    from recbole_sada.semantic.files import load_semantic_features
 
     feats = load_semantic_features(config, dataset)   # builds the files first if missing
     self.register_buffer("item_sem", feats.item_semantic)
@@ -335,7 +335,7 @@ def ensure_semantic_features(config: Any, log: bool = True) -> dict:
             raise SADAInputError(
                 f"semantic features missing: {missing[0]} not found (semantic_auto_build is False); "
                 f"build them with: {rebuild_command(config)}")
-        from recbole_sada.preprocess.features import build_semantic_features
+        from recbole_sada.preprocess.build import build_semantic_features
         from recbole_sada.semantic import resolve_config
 
         encoder = resolve_config(config)

@@ -1,7 +1,7 @@
 """Item text -> ``.itememb``, user training text -> ``.useremb`` + K-means clusters.
 
 :func:`build_semantic_features` is the whole pipeline (see
-:mod:`recbole_sada.semantic.features` for the files it writes):
+:mod:`recbole_sada.semantic.files` for the files it writes):
 
 1. item text from the configured ``.item`` fields and template (:mod:`.text`);
 2. the dataset is built by RecBole with the given config (filters, ``eval_args``...) and each
@@ -31,7 +31,7 @@ from recbole_sada.config import data_root, packaged_dataset_dir
 from recbole_sada.errors import SADAInputError
 from recbole_sada.fileio import atomic_path
 from recbole_sada.preprocess.text import item_texts, iter_user_texts, read_item_table
-from recbole_sada.semantic.features import (
+from recbole_sada.semantic.files import (
     FORMAT_VERSION,
     ITEM_EMB_FIELD,
     NO_CLUSTER,
