@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recbole_sada.errors import SADAInputError
-from recbole_sada.model.idea import gumbel_sigmoid_mask, mix_masks, variance_penalty
+from recbole_sada.model.idea import gumbel_sigmoid_mask, keep_shortfall, mix_masks, variance_penalty
 from recbole_sada.quick_start import prepare, run_recbole_sada
 from recbole_sada.utils import get_model
 
@@ -76,7 +76,8 @@ def test_penalties_and_loss_names(small_cfg):
         model.train()
         batch = next(iter(train_data))
         risks, penalty, keep = model.environment_risks(batch)
-        assert risks.shape == (model.n_env + 1,) and float(penalty) >= 0 and 0 < float(keep) <= 1
+        assert risks.shape == (model.n_env + 1,) and float(penalty) >= 0
+        assert keep.shape == (model.n_env,) and torch.all((keep > 0) & (keep <= 1))
         losses = model.calculate_loss(batch)
         assert set(losses) == {"loss_env", "loss_invariance"}
         sum(losses.values()).backward()
@@ -122,3 +123,20 @@ def test_config_errors_and_refused_backbone(small_cfg):
         _model(small_cfg, invariance="irm")
     with pytest.raises(SADAInputError, match="two environments"):
         _model(small_cfg, n_env=1, include_original=False)
+
+
+def test_keep_shortfall_constrains_the_adversary(small_cfg):
+    assert float(keep_shortfall(torch.tensor([0.6, 0.9]), 0.5)) == 0.0
+    assert float(keep_shortfall(torch.tensor([0.0, 0.5]), 0.5)) == pytest.approx(0.25)
+    # a generator that drops everything pays for it in the adversary's loss
+    model, train_data = _model(small_cfg, keep_min=0.5)
+    model.train()
+    batch = next(iter(train_data))
+    torch.manual_seed(0)
+    free = float(model.adversary_loss(batch).detach())
+    with torch.no_grad():
+        model.env_generator.bias.fill_(-50.0)  # keep nothing
+    torch.manual_seed(0)
+    assert float(model.adversary_loss(batch).detach()) > free + 0.3
+    with pytest.raises(SADAInputError, match="keep_min"):
+        _model(small_cfg, keep_min=1.5)
