@@ -18,7 +18,8 @@ Only three small overrides of RecBole's loop (no copy of ``Trainer.fit``):
   (IDEA's environment generators) has those parameters in a second optimiser (``adversary_lr``,
   default ``learning_rate``; no weight decay) and out of the main one; per batch, the adversary
   takes one step on ``adversary_loss`` (differentiated with respect to its own parameters only),
-  then the recommender takes RecBole's usual step.
+  then the recommender takes RecBole's usual step.  The adversary's optimiser state is not saved
+  in checkpoints (a resumed run restarts its moments; the parameters themselves are saved).
 * checkpoint reloads go through :func:`recbole_sada.compat.trusted_checkpoint_load` (RecBole 1.2.1
   on torch >= 2.6).
 """

@@ -123,6 +123,9 @@ def test_config_errors_and_refused_backbone(small_cfg):
         _model(small_cfg, invariance="irm")
     with pytest.raises(SADAInputError, match="two environments"):
         _model(small_cfg, n_env=1, include_original=False)
+    with pytest.raises(SADAInputError, match=r"gumbel_temp must be > 0.*--gumbel_temp=") as err:
+        _model(small_cfg, gumbel_temp=0)
+    assert "\n" not in str(err.value)
 
 
 def test_keep_shortfall_constrains_the_adversary(small_cfg):

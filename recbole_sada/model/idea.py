@@ -136,9 +136,11 @@ class IDEAMixin:
             try:
                 value = kind(value)
             except (TypeError, ValueError):
-                raise SADAInputError(f"{key} must be a number, got {config[key]!r}") from None
+                raise SADAInputError(f"{key} must be a number, got {config[key]!r} (set --{key}=<number>; "
+                                     f"defaults in properties/model/IDEA.yaml)") from None
             if value < low or (strict and value == low):
-                raise SADAInputError(f"{key} must be {'>' if strict else '>='} {low}, got {value}")
+                raise SADAInputError(f"{key} must be {'>' if strict else '>='} {low}, got {value} (set --{key}=<number>; "
+                                     f"defaults in properties/model/IDEA.yaml)")
             return value
 
         self.n_subseq = number("n_subseq", 1, int)
@@ -148,7 +150,7 @@ class IDEAMixin:
         self.invariance_weight = number("invariance_weight", 0.0)
         self.keep_min = number("keep_min", 0.0)
         if self.keep_min > 1:
-            raise SADAInputError(f"keep_min must be in [0, 1], got {self.keep_min}")
+            raise SADAInputError(f"keep_min must be in [0, 1], got {self.keep_min} (--keep_min=0.5)")
         self.keep_weight = number("keep_weight", 0.0)
         self.include_original = bool(config["include_original"])
         self.invariance = config["invariance"]
