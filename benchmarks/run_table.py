@@ -326,6 +326,16 @@ def describe_mode(mode, masked=False):
             "comparable with full ranking.")
 
 
+def alignment_model(spec):
+    """True for a model that takes ``pretrained_path`` as an alignment target, not as its weights."""
+    try:
+        from recbole_sada.utils import get_model
+
+        return bool(getattr(get_model(split_variant(spec)[0]), "pretrained_is_alignment_target", False))
+    except Exception:  # a RecBole model or a name this checkout does not know
+        return False
+
+
 def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False):
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
@@ -337,6 +347,10 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
         lines.append(f"Protocol: {models[0]} trains to early stopping; every other row loads {models[0]}'s best "
                      "checkpoint of the same seed and trains stage 2 only (`stage1_epochs: 0`), so its epochs and "
                      f"epoch time are stage-2 epochs on top of {models[0]}'s.")
+        aligned = [m for m in models[1:] if alignment_model(m)]
+        if aligned:
+            lines.append(f"Except {', '.join(f'`{m}`' for m in aligned)}: it reads only the item table of that checkpoint "
+                         "(its alignment target, LLMEmb's RAT) and trains from scratch.")
     lines.append("")
     lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
                  + " | p vs first | p vs previous | epochs | epoch time (s) | x first | peak mem (MB) | x first |")

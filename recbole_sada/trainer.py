@@ -5,7 +5,9 @@ Only three small overrides of RecBole's loop (no copy of ``Trainer.fit``):
 * ``fit``: stage 1 (``stage1_epochs`` epochs of the plain backbone loss, no validation, so early
   stopping only counts in stage 2) is RecBole's own ``fit`` without validation data; stage 2 is
   RecBole's ``fit`` again, starting at the next epoch.  ``pretrained_path`` loads a stage-1
-  checkpoint and starts directly in stage 2.  ``epochs`` counts both stages.  ``valid_start_epoch``
+  checkpoint and starts directly in stage 2 (a model with ``pretrained_is_alignment_target``,
+  LLMEmb's RAT, reads only the checkpoint's item table as its alignment target and trains from
+  scratch).  ``epochs`` counts both stages.  ``valid_start_epoch``
   (the official BASRec code's ``start_valid``): no validation before that epoch (the same
   pattern: RecBole's ``fit`` without validation data, then with it).  ``eval_step`` is RecBole's:
   validate every N epochs; ``stopping_step`` counts *validations* without improvement, i.e.
@@ -101,7 +103,11 @@ class SADATrainer(Trainer):
         self.model.train_stage = stage
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if self.pretrained_path:
+        if self.pretrained_path and getattr(self.model, "pretrained_is_alignment_target", False):
+            # LLMEmb's RAT: the checkpoint's item table is what the model aligns to; it trains from scratch
+            self.model.load_alignment_target(self.pretrained_path)
+            self.logger.info(f"Alignment target (item table) read from: {self.pretrained_path}")
+        elif self.pretrained_path:
             self._load_weights(self.pretrained_path, "Loaded stage-1 checkpoint")
         elif self.stage1_epochs > 0 and self.start_epoch < self.stage1_epochs:
             self._set_stage(1)

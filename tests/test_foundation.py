@@ -43,7 +43,8 @@ def test_grid_builds_every_supported_pair_and_names_why_not():
                 assert cls.backbone_name == backbone and issubclass(cls, BACKBONES[backbone])
                 layers = model_layers(cls)
                 assert layers[0] == backbone and layers[-2:] == [method, name]
-    assert set(UNSUPPORTED) == {"BASRecBERT4Rec", "SADABERT4Rec", "LLMESRBERT4Rec", "IDEABERT4Rec"}
+    assert set(UNSUPPORTED) == {"BASRecBERT4Rec", "SADABERT4Rec", "LLMESRBERT4Rec", "IDEABERT4Rec",
+                                "LLMEmbRATBERT4Rec"}
     with pytest.raises(SADAInputError) as err:
         get_model("BASRecBERT4Rec")
     assert "causal" in str(err.value) and "bidirectional" in str(err.value) and "\n" not in str(err.value)

@@ -17,12 +17,14 @@ from recbole_sada.model.backbones.nextitnet import NextItNet
 from recbole_sada.model.backbones.sasrec import SASRec
 from recbole_sada.model.basrec import BASRecMixin
 from recbole_sada.model.idea import IDEAMixin
+from recbole_sada.model.llmemb import LLMEmbRATMixin
 from recbole_sada.model.llmesr import LLMESRMixin
 from recbole_sada.model.llmser import LLMSeRMixin
 from recbole_sada.model.sada import SADAMixin
 
 BACKBONES = {"SASRec": SASRec, "GRU4Rec": GRU4Rec, "FMLPRec": FMLPRec, "NextItNet": NextItNet, "BERT4Rec": BERT4Rec}
-METHODS = {"BASRec": BASRecMixin, "SADA": SADAMixin, "LLMSeR": LLMSeRMixin, "LLMESR": LLMESRMixin, "IDEA": IDEAMixin}
+METHODS = {"BASRec": BASRecMixin, "SADA": SADAMixin, "LLMSeR": LLMSeRMixin, "LLMESR": LLMESRMixin, "IDEA": IDEAMixin,
+           "LLMEmbRAT": LLMEmbRATMixin}
 
 #: ``{model name: why it is not built}`` for the pairs the declarations rule out
 UNSUPPORTED = {}
