@@ -2,7 +2,9 @@
 LLM-based Data Augmentation", Sec. 3.2-3.3): pseudo-prior items and a reliability per user,
 written to ``<dataset>.aug`` for the ``LLMSeR<Backbone>`` models.
 
-Stages (each caches its output in the work folder and resumes where it stopped):
+Stages (each caches its output in the work folder and resumes where it stopped; each is a module
+with its cache key and its run: ``ccg.py``, ``snf.py``, ``arv.py`` for RCS + ARV; this module
+holds the data, the settings, the shared resources and the order):
 
 1. **CCG** (collaborative candidate generator, Eq. 2).  The backbone is trained on the *reversed*
    training sequences and, given a user's reversed sequence, ranks the items that could come
@@ -58,9 +60,8 @@ S_u^mask), ``use_reason: False`` (ARV pick = RCS top-1, no LLM).
 """
 from __future__ import annotations
 
-import json
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,29 +69,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_sada.config import PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR, build_config, data_root, model_layers
 from recbole_sada.data import create_dataset
-from recbole_sada.data.dataset import TARGET_SEQ_FIELD, training_sequences
+from recbole_sada.data.dataset import training_sequences
 from recbole_sada.errors import SADAInputError
-from recbole_sada.llmser import prompts
 from recbole_sada.fileio import atomic_path, file_sha256
+from recbole_sada.llmser import arv, ccg, prompts, snf
 from recbole_sada.llmser.augfile import default_aug_path, sequences_sha256, write_aug
-from recbole_sada.semantic import content_digest, get_cache, get_chat_llm, get_encoder, parse_choices
-from recbole_sada.semantic.parse import OK
+# the stages' building blocks, importable from here as before the split
+from recbole_sada.llmser.backbone import fit_backbone, input_batch, sequence_samples, top_items  # noqa: F401
+from recbole_sada.llmser.common import JsonlStage, ask_llm, rank_by_similarity, semantic_top, stage_key  # noqa: F401
+from recbole_sada.semantic import get_cache, get_chat_llm, get_encoder
 from recbole_sada.utils import get_model
 
 
 LLM_CHOICES = ("transformers", "openai", "none")
 STAGES = ("data", "ccg", "snf", "rcs", "arv", "write")
-_PROBLEMS = {
-    "out_of_pool": "a number outside the candidate list",
-    "duplicate": "a candidate was repeated",
-    "partial": "too few candidates",
-    "unparsable": "no candidate number found",
-}
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -163,11 +159,6 @@ class Settings:
         return s
 
 
-def stage_key(*parts):
-    """Short content hash naming a stage's files."""
-    return content_digest(json.loads(json.dumps(parts, default=str)))[:12]
-
-
 # ------------------------------------------------------------------------------------ data
 class PipelineData:
     """The train split as sequences, each user's held-out items and the item texts."""
@@ -223,205 +214,6 @@ def load_item_texts(config, item_tokens):
     by_token = item_texts(table, fields, settings["item_text_template"], config["seq_separator"] or " ")
     texts = [""] + [by_token.get(str(t)) or f"item {t}" for t in item_tokens[1:]]
     return texts, True
-
-
-# ------------------------------------------------------------------------------------ backbones
-def sequence_samples(seqs, max_len):
-    """Train-mode ``sequence`` samples: the last ``max_len + 1`` items of each sequence, input
-    ``s[:-1]`` and targets ``s[1:]`` (sequences shorter than 2 give no sample)."""
-    rows = [np.asarray(s[-(max_len + 1):], dtype=np.int64) for s in seqs if len(s) >= 2]
-    n = len(rows)
-    item_seq = np.zeros((n, max_len), dtype=np.int64)
-    targets = np.zeros((n, max_len), dtype=np.int64)
-    lengths = np.zeros(n, dtype=np.int64)
-    for r, s in enumerate(rows):
-        item_seq[r, : len(s) - 1] = s[:-1]
-        targets[r, : len(s) - 1] = s[1:]
-        lengths[r] = len(s) - 1
-    return torch.as_tensor(item_seq), torch.as_tensor(lengths), torch.as_tensor(targets)
-
-
-def input_batch(seqs, max_len):
-    """Model inputs (last ``max_len`` items of each sequence, left aligned) and lengths."""
-    n = len(seqs)
-    item_seq = np.zeros((n, max_len), dtype=np.int64)
-    lengths = np.zeros(n, dtype=np.int64)
-    for r, s in enumerate(seqs):
-        s = np.asarray(s[-max_len:], dtype=np.int64) if len(s) else np.zeros(0, dtype=np.int64)
-        item_seq[r, : len(s)] = s
-        lengths[r] = len(s)
-    return torch.as_tensor(item_seq), torch.as_tensor(lengths)
-
-
-def fit_backbone(model, seqs, epochs, config, desc, show_progress):
-    """Train ``model`` for ``epochs`` on sequence-mode samples of ``seqs`` (Adam, no validation).
-
-    Returns the mean loss of the last epoch (None without epochs or samples)."""
-    from tqdm.auto import tqdm
-
-    from recbole_sada.trainer import reduce_loss
-
-    max_len = config["MAX_ITEM_LIST_LENGTH"]
-    item_seq, lengths, targets = sequence_samples(seqs, max_len)
-    n = item_seq.size(0)
-    if epochs == 0 or n == 0:
-        model.eval()
-        return None
-    device = config["device"]
-    batch_size = int(config["train_batch_size"])
-    opt = torch.optim.Adam(model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0)
-    generator = torch.Generator().manual_seed(int(config["seed"]))
-    model.train_mode = "sequence"
-    model.train()
-    last = None
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not show_progress, leave=False)
-    for _ in bar:
-        total, batches = 0.0, 0
-        for idx in torch.randperm(n, generator=generator).split(batch_size):
-            inter = Interaction({
-                model.ITEM_SEQ: item_seq[idx], model.ITEM_SEQ_LEN: lengths[idx], TARGET_SEQ_FIELD: targets[idx],
-                model.POS_ITEM_ID: targets[idx].gather(1, (lengths[idx] - 1).unsqueeze(1)).squeeze(1),
-            }).to(device)
-            loss = model.calculate_loss(inter)
-            if isinstance(loss, Mapping):
-                loss = sum(reduce_loss(v) for v in loss.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            batches += 1
-        last = total / max(batches, 1)
-        bar.set_postfix(loss=f"{last:.4f}")
-    model.eval()
-    return last
-
-
-@torch.no_grad()
-def top_items(model, seqs, excluded, k, config, batch_size=512, never=None):
-    """For each input sequence (oldest first) the ``k`` best-scored item ids, skipping the ids in
-    ``excluded[i]`` and, for every row, in ``never``; (n, k) int64, 0 where fewer items are left
-    (or the input is empty)."""
-    never = torch.as_tensor(np.asarray([] if never is None else never, dtype=np.int64))
-    max_len, device = config["MAX_ITEM_LIST_LENGTH"], config["device"]
-    n = len(seqs)
-    out = np.zeros((n, k), dtype=np.int64)
-    model.eval()
-    for start in range(0, n, batch_size):
-        rows = list(range(start, min(start + batch_size, n)))
-        item_seq, lengths = input_batch([seqs[r] for r in rows], max_len)
-        has_input = lengths > 0
-        lengths = lengths.clamp(min=1)  # empty inputs are scored on padding and discarded below
-        scores = model.full_sort_predict(
-            Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths}).to(device)
-        ).float().cpu()
-        scores = scores[:, : model.n_items]
-        if len(never):
-            scores[:, never] = -float("inf")
-        r_idx = [i for i, r in enumerate(rows) for _ in excluded[r]]
-        c_idx = [c for r in rows for c in excluded[r]]
-        if r_idx:
-            scores[torch.as_tensor(r_idx), torch.as_tensor(c_idx)] = -float("inf")
-        kk = min(k, scores.size(1))
-        values, idx = scores.topk(kk, dim=1)
-        idx[~torch.isfinite(values)] = 0
-        idx[~has_input] = 0
-        out[start: start + len(rows), :kk] = idx.numpy()
-    return out
-
-
-def semantic_top(item_emb, history, excluded, k, never=None):
-    """The ``k`` items closest (cosine) to the mean text embedding of ``history``, skipping
-    ``excluded`` and ``never``; fewer when not enough are left."""
-    if len(history) == 0:
-        return []
-    profile = item_emb[np.asarray(history)].mean(0)
-    norm = np.linalg.norm(profile)
-    scores = item_emb @ (profile / norm if norm > 0 else profile)
-    scores[0] = -np.inf
-    if never is not None and len(never):
-        scores[np.asarray(never, dtype=np.int64)] = -np.inf
-    if excluded:
-        scores[np.fromiter(excluded, dtype=np.int64)] = -np.inf
-    k = min(k, int(np.isfinite(scores).sum()))
-    if k <= 0:
-        return []
-    top = np.argpartition(-scores, k - 1)[:k]
-    return [int(i) for i in top[np.argsort(-scores[top], kind="stable")]]
-
-
-def rank_by_similarity(item_emb, history, candidates):
-    """``candidates`` sorted by cosine to the mean text embedding of ``history`` (stable)."""
-    if len(history) == 0 or not candidates:
-        return list(candidates)
-    profile = item_emb[np.asarray(history)].mean(0)
-    scores = item_emb[np.asarray(candidates)] @ profile
-    return [candidates[i] for i in np.argsort(-scores, kind="stable")]
-
-
-def ask_llm(llm, messages, candidates, m, max_new_tokens):
-    """One LLM question with one repair turn.
-
-    Args:
-        llm: a :class:`~recbole_sada.semantic.ChatLLM`.
-        messages: the question.
-        candidates: ``(item id, text)`` pairs, numbered from 1 in the prompt.
-        m: picks wanted.
-
-    Returns:
-        ``(ids, outcome, first_status)``: the usable picks (in pool, distinct, at most ``m``),
-        ``outcome`` = ``ok`` (the first answer was usable), ``repaired`` (the repair answer was),
-        ``filled`` (some picks; the caller fills the rest) or ``failed`` (no usable pick), and the
-        parse status of the first answer.
-    """
-    answer = llm.chat(messages, max_new_tokens=max_new_tokens)
-    first = parse_choices(answer, candidates, m)
-    if first.status == OK:
-        return first.ids, "ok", first.status
-    repair = prompts.repair_messages(messages, answer, _PROBLEMS[first.status], m, len(candidates))
-    second = parse_choices(llm.chat(repair, max_new_tokens=max_new_tokens), candidates, m)
-    if second.status == OK:
-        return second.ids, "repaired", first.status
-    ids = list(dict.fromkeys(first.ids + second.ids))[:m]
-    return ids, ("filled" if ids else "failed"), first.status
-
-
-# ------------------------------------------------------------------------------------ stage files
-class JsonlStage:
-    """Per-user records of one stage, appended and flushed one by one (a torn last line from an
-    interrupted run is ignored)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.records = OrderedDict()
-        if self.path.is_file():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(rec, dict) and "user" in rec:
-                        self.records[rec["user"]] = rec
-        self.resumed = len(self.records)
-        self._fh = None
-
-    def __contains__(self, user):
-        return user in self.records
-
-    def add(self, record):
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
-            if self._fh.tell() and self.path.read_bytes()[-1:] != b"\n":
-                self._fh.write("\n")  # close a torn line
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
-        self.records[record["user"]] = record
-
-    def close(self):
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 # ------------------------------------------------------------------------------------ pipeline
@@ -494,16 +286,16 @@ class LLMSeRPipeline:
     def encoder_id(self):
         return f"{self.encoder.backend}:{self.encoder.model}"
 
-    def _llm_stats(self):
+    def llm_stats(self):
         llm = self._chat_llm
         if llm is None:
             return (0, 0, 0)
         return (llm.stats.requests, llm.stats.calls, llm.stats.cache_hits)
 
-    def _record_stage(self, name, start, stats_before=None, **extra):
+    def record_stage(self, name, start, stats_before=None, **extra):
         entry = OrderedDict(seconds=round(time.time() - start, 2))
         if stats_before is not None:
-            after = self._llm_stats()
+            after = self.llm_stats()
             entry.update(llm_requests=after[0] - stats_before[0], llm_calls=after[1] - stats_before[1],
                          llm_cache_hits=after[2] - stats_before[2])
         entry.update(extra)
@@ -522,18 +314,12 @@ class LLMSeRPipeline:
         return {k: self.config[k] for k in sorted(keys)}
 
     def keys(self):
-        s, d = self.settings, self.data
-        base = [d.data_key, self.backbone, self.backbone_hparams()]
-        ccg = stage_key("ccg", base, s.ccg_epochs) if s.use_ccg else stage_key("ccg-semantic", d.data_key, d.text_key, self.encoder_id())
-        pool = stage_key(ccg, s.n_candidates, s.prompt_history)
-        snf = stage_key("snf", pool, s.n_pseudo, s.use_snf, self.llm_key() if s.use_snf else "-",
-                        self.encoder_id(), d.text_key, prompts.SNF_VERSION, prompts.REPAIR_VERSION, s.max_users, s.llm_users,
-                        s.llm_item_noun, prompts.snf_max_new_tokens(s.n_pseudo))
-        rcs = stage_key("rcs", base, s.rcs_epochs)
-        arv = stage_key("arv", snf, rcs if s.use_rcs else "semantic", s.n_reason, s.use_arv, s.use_rcs, s.use_reason,
-                        self.llm_key() if s.use_reason else "-", prompts.ARV_VERSION, prompts.REPAIR_VERSION,
-                        prompts.ARV_MAX_NEW_TOKENS)
-        return {"ccg": ccg, "pool": pool, "snf": snf, "rcs": rcs, "arv": arv}
+        """Every stage's cache key (each stage module owns its own: ``ccg``, ``snf``, ``arv``)."""
+        base = [self.data.data_key, self.backbone, self.backbone_hparams()]
+        keys = ccg.keys(self, base)
+        keys["snf"] = snf.key(self, keys["pool"])
+        keys.update(arv.keys(self, base, keys["snf"]))
+        return {k: keys[k] for k in ("ccg", "pool", "snf", "rcs", "arv")}
 
     # ----------------------------------------------------------------- helpers
     def new_backbone(self):
@@ -586,16 +372,16 @@ class LLMSeRPipeline:
             self.log(f"warning: no {self.config['dataset']}.item file: item texts are placeholders, so the "
                      "LLM and the semantic similarity see no content")
         emb = self.item_embeddings()
-        self._record_stage("data", start, users=len(d.uids), items=int(d.n_items - 1))
+        self.record_stage("data", start, users=len(d.uids), items=int(d.n_items - 1))
         keys = self.keys()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         sampled = self.llm_users()
-        pools = self.stage_ccg(keys, emb)
-        pseudo = self.stage_snf(keys, pools, emb, sampled)
-        omega, arv_info = self.stage_arv(keys, pseudo, emb, sampled)
+        pools = ccg.run(self, keys, emb)
+        pseudo = snf.run(self, keys, pools, emb, sampled)
+        omega, arv_info = arv.run(self, keys, pseudo, emb, sampled)
         start = time.time()
         rows = [(d.token_of_user[r], [str(d.item_token[i]) for i in pseudo[r]], omega[r]) for r in range(len(d.uids))]
-        self._record_stage("write", start, file=str(self.aug_path))
+        self.record_stage("write", start, file=str(self.aug_path))
         self.summary["total"] = OrderedDict(seconds=round(time.time() - total_start, 2))
         if self._chat_llm is not None:
             st = self._chat_llm.stats
@@ -606,170 +392,6 @@ class LLMSeRPipeline:
         if self._cache is not None:
             self._cache.close()
         return self.summary
-
-    def stage_ccg(self, keys, emb):
-        """Candidate pools R_u (list of item-id lists, best first) for every user row."""
-        s, d = self.settings, self.data
-        start = time.time()
-        path = self.work_dir / f"pool-{keys['pool']}.npy"
-        if path.is_file():
-            pools = np.load(path)
-            self._record_stage("ccg", start, resumed=True)
-            return [[int(i) for i in row if i > 0] for row in pools]
-        excluded = [d.excluded(r) for r in range(len(d.uids))]
-        if s.use_ccg:
-            reversed_seqs = [seq[::-1].copy() for seq in d.seqs]
-            model, loaded = self.trained_backbone("ccg", keys["ccg"], reversed_seqs, s.ccg_epochs)
-            pools = top_items(model, reversed_seqs, excluded, s.n_candidates, self.config, never=d.never)
-            how = "reverse-trained backbone"
-        else:
-            loaded = False
-            pools = np.zeros((len(d.uids), s.n_candidates), dtype=np.int64)
-            for r, seq in enumerate(d.seqs):
-                top = semantic_top(emb, seq[: s.prompt_history], excluded[r], s.n_candidates, never=d.never)
-                pools[r, : len(top)] = top
-            how = "semantic top-N (use_ccg: False)"
-        with atomic_path(path, suffix=".npy") as tmp:
-            np.save(tmp, pools)
-        sizes = (pools > 0).sum(1)
-        self._record_stage("ccg", start, pool=how, model_reused=loaded, mean_pool_size=round(float(sizes.mean()), 2)
-                           if len(sizes) else 0)
-        return [[int(i) for i in row if i > 0] for row in pools]
-
-    def stage_snf(self, keys, pools, emb, sampled):
-        """Pseudo-prior items per user row, oldest first (item ids)."""
-        from tqdm.auto import tqdm
-
-        s, d = self.settings, self.data
-        start, before = time.time(), self._llm_stats()
-        store = JsonlStage(self.work_dir / f"snf-{keys['snf']}.jsonl")
-        token_to_id = {str(t): i for i, t in enumerate(d.item_token)}
-        m = s.n_pseudo
-        bar = tqdm(range(len(d.uids)), desc="SNF (pseudo items)", unit="user", disable=not self.show_progress)
-        try:
-            for r in bar:
-                user = d.token_of_user[r]
-                if user in store:
-                    continue
-                pool = pools[r]
-                shown = d.seqs[r][: s.prompt_history]  # earliest items, next to the pseudo slot
-                record = {"user": user}
-                if not pool:
-                    chosen, how = [], "empty_pool"
-                elif not s.use_snf:
-                    chosen, how = pool[:m], "ccg_top"
-                elif r in sampled and self.chat_llm is not None:
-                    texts = [d.texts[i] for i in pool]
-                    messages = prompts.snf_messages([d.texts[i] for i in shown[::-1]], texts, m, s.llm_item_noun)
-                    ids, how, first = ask_llm(self.chat_llm, messages, list(zip(pool, texts)), m,
-                                                prompts.snf_max_new_tokens(m))
-                    record["first_status"] = first
-                    record["llm_ranks"] = [pool.index(i) + 1 for i in ids]  # where the LLM's picks sit in R_u
-                    chosen = list(ids)
-                    if len(chosen) < min(m, len(pool)):
-                        rest = [i for i in rank_by_similarity(emb, shown, pool) if i not in chosen]
-                        chosen += rest[: m - len(chosen)]
-                        record["filled"] = m - len(ids)
-                    how = "llm_" + how
-                else:
-                    chosen = rank_by_similarity(emb, shown, pool)[:m]
-                    how = "semantic" + ("" if s.llm == "none" else "_unsampled")
-                rank = {item: p for p, item in enumerate(pool)}
-                ordered = sorted(chosen, key=lambda i: rank[i])[::-1]  # best-ranked right before v_1
-                record.update(how=how, pseudo=[str(d.item_token[i]) for i in ordered])
-                store.add(record)
-        finally:
-            store.close()
-        pseudo = [[token_to_id[t] for t in store.records[d.token_of_user[r]]["pseudo"]] for r in range(len(d.uids))]
-        counts = Counter(rec["how"] for rec in store.records.values())
-        firsts = Counter(rec["first_status"] for rec in store.records.values() if "first_status" in rec)
-        ranks = [r for rec in store.records.values() for r in rec.get("llm_ranks", [])]
-        extra = {"llm_pick_mean_rank": round(float(np.mean(ranks)), 2)} if ranks else {}
-        self._record_stage("snf", start, before, users=len(d.uids), resumed=store.resumed, outcomes=dict(counts),
-                           first_answer=dict(firsts), llm_users=len(sampled) if s.use_snf else 0, **extra)
-        return pseudo
-
-    def stage_arv(self, keys, pseudo, emb, sampled):
-        """omega_u per user row."""
-        from tqdm.auto import tqdm
-
-        s, d = self.settings, self.data
-        n = len(d.uids)
-        if not s.use_arv:
-            self.summary["rcs"] = OrderedDict(seconds=0.0, skipped="use_arv: False")
-            self.summary["arv"] = OrderedDict(seconds=0.0, skipped="use_arv: False (omega = 1)")
-            return [1.0] * n, {"mean_omega": 1.0}
-        # ---- RCS: forward backbone on the training sequences without their last item
-        start = time.time()
-        masked_inputs = [list(pseudo[r]) + d.seqs[r][:-1].tolist() for r in range(n)]
-        excluded = [set(masked_inputs[r]) | {0} for r in range(n)]
-        store = JsonlStage(self.work_dir / f"arv-{keys['arv']}.jsonl")
-        todo = [r for r in range(n) if d.token_of_user[r] not in store]
-        if s.use_rcs:
-            if todo:
-                model, loaded = self.trained_backbone("rcs", keys["rcs"], [seq[:-1] for seq in d.seqs], s.rcs_epochs)
-                pools = top_items(model, [masked_inputs[r] for r in todo], [excluded[r] for r in todo], s.n_reason,
-                                  self.config, never=d.never)
-            else:
-                loaded, pools = True, np.zeros((0, s.n_reason), dtype=np.int64)
-            self._record_stage("rcs", start, model_reused=loaded)
-        else:
-            pools = np.zeros((len(todo), s.n_reason), dtype=np.int64)
-            for j, r in enumerate(todo):
-                shown = pseudo[r] + d.seqs[r][:-1][-s.prompt_history:].tolist()
-                top = semantic_top(emb, shown, excluded[r], s.n_reason, never=d.never)
-                pools[j, : len(top)] = top
-            self._record_stage("rcs", start, skipped="use_rcs: False (semantic top-H)")
-        # ---- ARV: LLM reasoning over F_u, scoring
-        start, before = time.time(), self._llm_stats()
-        use_llm = s.use_reason and self.chat_llm is not None
-        bar = tqdm(list(zip(todo, pools)), desc="ARV (reliability)", unit="user", disable=not self.show_progress)
-        try:
-            for r, pool in bar:
-                user = d.token_of_user[r]
-                pool = [int(i) for i in pool if i > 0]
-                masked = int(d.seqs[r][-1])
-                record = {"user": user}
-                if not pool:
-                    record.update(how="empty_pool", pick=None, omega=0.0)
-                    store.add(record)
-                    continue
-                how = "rcs_top1" if s.use_rcs else "semantic_top1"
-                pick = pool[0]
-                if use_llm and r in sampled:
-                    rest = d.seqs[r][:-1].tolist()
-                    skipped = max(0, len(rest) - s.prompt_history)
-                    if skipped:
-                        head, recent = pseudo[r], rest[-s.prompt_history:]
-                    else:
-                        head, recent = pseudo[r] + rest, []
-                    texts = [d.texts[i] for i in pool]
-                    messages = prompts.arv_messages([d.texts[i] for i in head], [d.texts[i] for i in recent], texts,
-                                                    s.llm_item_noun, skipped)
-                    ids, outcome, first = ask_llm(self.chat_llm, messages, list(zip(pool, texts)), 1,
-                                                   prompts.ARV_MAX_NEW_TOKENS)
-                    record["first_status"] = first
-                    if ids:
-                        pick = ids[0]
-                        record["llm_rank"] = pool.index(pick) + 1  # 1 = the LLM agrees with the RCS top-1
-                    how = "llm_" + (outcome if ids else "fallback")
-                omega = 1.0 if pick == masked else float(np.clip(emb[pick] @ emb[masked], 0.0, 1.0))
-                record.update(how=how, pick=str(d.item_token[pick]), hit=pick == masked, omega=round(omega, 6))
-                store.add(record)
-        finally:
-            store.close()
-        omega = [float(store.records[d.token_of_user[r]]["omega"]) for r in range(n)]
-        counts = Counter(rec["how"] for rec in store.records.values())
-        firsts = Counter(rec["first_status"] for rec in store.records.values() if "first_status" in rec)
-        hits = [bool(rec.get("hit")) for rec in store.records.values()]
-        info = {"mean_omega": round(float(np.mean(omega)), 4) if omega else None,
-                "masked_item_hit_rate": round(float(np.mean(hits)), 4) if hits else None}
-        llm_ranks = [rec["llm_rank"] for rec in store.records.values() if "llm_rank" in rec]
-        if llm_ranks:
-            info["llm_pick_is_top1"] = round(float(np.mean(np.asarray(llm_ranks) == 1)), 4)
-        self._record_stage("arv", start, before, users=n, resumed=store.resumed, outcomes=dict(counts),
-                           first_answer=dict(firsts), **info)
-        return omega, info
 
     # ----------------------------------------------------------------- metadata
     def metadata(self, keys, sampled, arv_info):
