@@ -137,9 +137,9 @@ def test_ccg_trains_on_reversed_train_part_only(cfg, monkeypatch):
     seen = {}
     real_fit = P.fit_backbone
 
-    def spy(model, seqs, epochs, config, desc, show_progress):
+    def spy(model, seqs, epochs, config, desc, show_progress, **kw):
         seen[desc.split()[0]] = [list(s) for s in seqs]
-        return real_fit(model, seqs, epochs, config, desc, show_progress)
+        return real_fit(model, seqs, epochs, config, desc, show_progress, **kw)
 
     monkeypatch.setattr(P, "fit_backbone", spy)
     pipe = make_pipeline(cfg, llmser_llm="none")
@@ -502,3 +502,32 @@ def test_user_with_one_training_item_gets_pseudo_items_and_trains(cfg, tmp_path)
 
     result = run_recbole_sada("LLMSeRSASRec", "llmtiny", config_dict=local, saved=False)
     assert 0.0 <= result["test_result"]["hit@10"] <= 1.0
+
+
+def test_ccg_rcs_train_through_the_plugin_trainer(cfg, monkeypatch):
+    """fit_backbone runs SADATrainer.fit (one stage, no validation, no checkpoint) and trains."""
+    from recbole_sada.llmser import backbone as B
+    from recbole_sada.trainer import SADATrainer
+
+    calls = []
+    real_fit = SADATrainer.fit
+
+    def spy(self, train_data, valid_data=None, **kw):
+        calls.append((self.epochs, self.stage1_epochs, valid_data, kw.get("saved")))
+        return real_fit(self, train_data, valid_data, **kw)
+
+    monkeypatch.setattr(SADATrainer, "fit", spy)
+    pipe = make_pipeline(cfg, llmser_llm="none")
+    pipe.data = P.PipelineData(pipe.config)
+    model = pipe.new_backbone()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = B.fit_backbone(model, [s[::-1] for s in pipe.data.seqs], 2, pipe.config, "CCG", False,
+                          dataset=pipe.data.train_dataset)
+    assert calls == [(2, 0, None, False)]
+    assert loss is not None and np.isfinite(loss) and not model.training
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # the batches: one sample per sequence of >= 2 items, every sample in one epoch
+    batches = B.SequenceBatches(model, pipe.data.seqs, 8, 16, 0)
+    seen = torch.cat([b[model.ITEM_SEQ] for b in batches])
+    assert seen.size(0) == sum(len(s) >= 2 for s in pipe.data.seqs) == batches.n
+    assert len(batches) == -(-batches.n // 16)

@@ -1,7 +1,6 @@
-"""The backbone as the CCG and RCS use it: trained in memory on sequence-mode samples of the train
-split's sequences (reversed for the CCG), then asked for its top items per input sequence."""
-from collections.abc import Mapping
-
+"""The backbone as the CCG and RCS use it: trained by the plugin's trainer on sequence-mode samples
+of the train split's sequences held in memory (reversed for the CCG; no atomic files, no id
+re-mapping), then asked for its top items per input sequence."""
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
@@ -36,47 +35,65 @@ def input_batch(seqs, max_len):
     return torch.as_tensor(item_seq), torch.as_tensor(lengths)
 
 
-def fit_backbone(model, seqs, epochs, config, desc, show_progress):
-    """Train ``model`` for ``epochs`` on sequence-mode samples of ``seqs`` (Adam, no validation).
+class SequenceBatches:
+    """Sequence-mode training batches of in-memory sequences, as the plugin's trainer reads a
+    RecBole train loader: an iterable of ``Interaction`` batches with ``len`` and ``dataset``.
 
-    Returns the mean loss of the last epoch (None without epochs or samples)."""
-    from tqdm.auto import tqdm
+    One sample per sequence (:func:`sequence_samples`); the order is a fresh permutation per
+    epoch from a generator seeded once with ``seed`` (the global RNG, which the model's negative
+    sampling draws from, is not touched)."""
 
-    from recbole_sada.trainer import reduce_loss
+    shuffle = False  # RecBole reads it only for distributed training
 
-    max_len = config["MAX_ITEM_LIST_LENGTH"]
-    item_seq, lengths, targets = sequence_samples(seqs, max_len)
-    n = item_seq.size(0)
-    if epochs == 0 or n == 0:
+    def __init__(self, model, seqs, max_len, batch_size, seed, dataset=None):
+        self.fields = (model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.POS_ITEM_ID)
+        self.item_seq, self.lengths, self.targets = sequence_samples(seqs, max_len)
+        self.batch_size = int(batch_size)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.dataset = dataset
+
+    @property
+    def n(self):
+        return self.item_seq.size(0)
+
+    def __len__(self):
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        seq_field, len_field, pos_field = self.fields
+        for idx in torch.randperm(self.n, generator=self.generator).split(self.batch_size):
+            lengths, targets = self.lengths[idx], self.targets[idx]
+            yield Interaction({
+                seq_field: self.item_seq[idx], len_field: lengths, TARGET_SEQ_FIELD: targets,
+                pos_field: targets.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1),
+            })
+
+
+def fit_backbone(model, seqs, epochs, config, desc, show_progress, dataset=None):
+    """Train ``model`` for ``epochs`` on sequence-mode samples of ``seqs`` through the plugin's
+    trainer (:class:`~recbole_sada.trainer.SADATrainer`: RecBole's optimiser and loop, named
+    losses), one stage, no validation data, no checkpoint written (the caller saves the weights).
+
+    ``dataset``: the RecBole dataset the model was built on (RecBole's evaluator collects item
+    and user counts from it).  Returns the mean batch loss of the last epoch (None without epochs
+    or samples)."""
+    from recbole_sada.trainer import SADATrainer
+
+    batches = SequenceBatches(model, seqs, config["MAX_ITEM_LIST_LENGTH"], config["train_batch_size"],
+                              config["seed"], dataset)
+    if epochs == 0 or batches.n == 0:
         model.eval()
         return None
-    device = config["device"]
-    batch_size = int(config["train_batch_size"])
-    opt = torch.optim.Adam(model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0)
-    generator = torch.Generator().manual_seed(int(config["seed"]))
     model.train_mode = "sequence"
-    model.train()
-    last = None
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not show_progress, leave=False)
-    for _ in bar:
-        total, batches = 0.0, 0
-        for idx in torch.randperm(n, generator=generator).split(batch_size):
-            inter = Interaction({
-                model.ITEM_SEQ: item_seq[idx], model.ITEM_SEQ_LEN: lengths[idx], TARGET_SEQ_FIELD: targets[idx],
-                model.POS_ITEM_ID: targets[idx].gather(1, (lengths[idx] - 1).unsqueeze(1)).squeeze(1),
-            }).to(device)
-            loss = model.calculate_loss(inter)
-            if isinstance(loss, Mapping):
-                loss = sum(reduce_loss(v) for v in loss.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            batches += 1
-        last = total / max(batches, 1)
-        bar.set_postfix(loss=f"{last:.4f}")
+    trainer = SADATrainer(config, model)
+    # the pipeline's own budget: ``ccg_epochs`` / ``rcs_epochs`` epochs of the plain loss, from scratch
+    trainer.stage1_epochs, trainer.pretrained_path, trainer.epochs = 0, None, int(epochs)
+    if show_progress:
+        trainer.logger.info(desc)
+    trainer.fit(batches, None, verbose=False, saved=False, show_progress=show_progress)
     model.eval()
-    return last
+    last = trainer.train_loss_dict.get(int(epochs) - 1)
+    return None if last is None else float(last) / max(len(batches), 1)
 
 
 @torch.no_grad()

@@ -27,9 +27,10 @@ Choices where the paper leaves room (all documented in ``results/llmser.md`` too
   interactions is never proposed, and a user's own valid/test item is not consulted either (it may
   be proposed when other users trained on it, as a deployed system would).  Earlier versions
   excluded each user's own valid/test items, a mild label peek; results made with them say so.
-* **In-memory training.**  CCG and RCS are the plugin backbone (``get_model``) trained by a short
-  loop on tensors built from those sequences, in the item id space of the dataset itself (no
-  temporary atomic files, no id re-mapping).  One sample per user as in ``train_mode:
+* **In-memory training.**  CCG and RCS are the plugin backbone (``get_model``) trained by the
+  plugin's trainer (``SADATrainer``, RecBole's optimiser and loop) on batches built from those
+  sequences in memory, in the item id space of the dataset itself (no temporary atomic files, no
+  id re-mapping; :mod:`recbole_sada.llmser.backbone`).  One sample per user as in ``train_mode:
   sequence``: input ``s[:-1]``, targets ``s[1:]`` of the last ``MAX_ITEM_LIST_LENGTH + 1``
   items, where ``s`` is the reversed training sequence (CCG) or the training sequence without
   its last item (RCS); a fixed budget (``ccg_epochs`` / ``rcs_epochs``), no validation data.
@@ -337,7 +338,8 @@ class LLMSeRPipeline:
             model.eval()
             return model, True
         fit_backbone(model, seqs, epochs, self.config, f"{name.upper()} training ({self.backbone}, reversed)"
-                     if name == "ccg" else f"{name.upper()} training ({self.backbone})", self.show_progress)
+                     if name == "ccg" else f"{name.upper()} training ({self.backbone})", self.show_progress,
+                     dataset=self.data.train_dataset)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save(model.state_dict(), tmp)
