@@ -531,3 +531,25 @@ def test_ccg_rcs_train_through_the_plugin_trainer(cfg, monkeypatch):
     seen = torch.cat([b[model.ITEM_SEQ] for b in batches])
     assert seen.size(0) == sum(len(s) >= 2 for s in pipe.data.seqs) == batches.n
     assert len(batches) == -(-batches.n // 16)
+
+
+def test_pseudo_items_are_dataset_data_read_once_per_dataset(cfg, monkeypatch):
+    """The model reads its pseudo items from the dataset (once per dataset object); a shallow
+    copy of the dataset (RecBole's build) never reuses another object's cache."""
+    import copy
+
+    from recbole_sada.llmser import augfile
+
+    raw = write_distinct_dataset(Path(cfg["data_path"]))
+    write_aug_file(cfg["aug_file"], {u: ["i2", "i3"] for u in raw}, {u: 0.5 for u in raw})
+    config, model, train_data = build_model(cfg)
+    dataset = train_data._dataset
+    reads = []
+    real = augfile.load_pseudo_items
+    monkeypatch.setattr(augfile, "load_pseudo_items", lambda *a: reads.append(a) or real(*a))
+    first = dataset.pseudo_items("SASRec")
+    assert dataset.pseudo_items("SASRec") is first and len(reads) <= 1  # built with the model: cached
+    pseudo, pseudo_len, omega, train_len = first
+    assert torch.equal(model.pseudo_items, torch.as_tensor(pseudo)) and torch.equal(model.pseudo_len, torch.as_tensor(pseudo_len))
+    other = copy.copy(dataset)
+    assert other.pseudo_items("SASRec") is not first

@@ -58,6 +58,21 @@ class SADASequentialDataset(SequentialDataset):
             cached = self._semantic_features = load_semantic_features(self.config, self)
         return cached
 
+    def pseudo_items(self, backbone):
+        """LLMSeR's pseudo-prior items of every user, ``(pseudo, pseudo_len, omega, train_len)``
+        aligned with this dataset's ids, read from the ``.aug`` file and checked against this
+        dataset's training sequences (:func:`recbole_sada.llmser.augfile.load_pseudo_items`),
+        once per dataset object and backbone (``LLMSeR<Backbone>`` reads them here)."""
+        owner, cached = getattr(self, "_pseudo_items", (None, None))
+        if owner is not self:  # RecBole's build() copies datasets shallowly: never share a copy's cache
+            cached = {}
+            self._pseudo_items = (self, cached)
+        if backbone not in cached:
+            from recbole_sada.llmser.augfile import load_pseudo_items
+
+            cached[backbone] = load_pseudo_items(self.config, self, backbone)
+        return cached[backbone]
+
     def build(self):
         datasets = super().build()
         if (self.config["train_mode"] or "prefix") == "sequence":
@@ -72,6 +87,15 @@ def semantic_features(dataset):
     from recbole_sada.semantic.files import load_semantic_features
 
     return load_semantic_features(dataset.config, dataset)
+
+
+def pseudo_items(dataset, backbone):
+    """``dataset.pseudo_items(backbone)``, or the ``.aug`` file read for a plain RecBole dataset."""
+    if hasattr(dataset, "pseudo_items"):
+        return dataset.pseudo_items(backbone)
+    from recbole_sada.llmser.augfile import load_pseudo_items
+
+    return load_pseudo_items(dataset.config, dataset, backbone)
 
 
 def last_sample_per_user(uid, seq_len):

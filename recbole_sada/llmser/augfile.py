@@ -20,6 +20,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from recbole_sada.errors import SADAInputError
 from recbole_sada.fileio import atomic_path, atomic_write_text, file_sha256  # noqa: F401 (re-exported)
 
@@ -114,3 +116,75 @@ def read_aug(path, uid_field, make_hint):
         except json.JSONDecodeError:
             raise SADAInputError(f"{side} is not valid JSON; remake it with: {make_hint}") from None
     return rows, meta
+
+
+# ------------------------------------------------------------------------------------ reading for a dataset
+def make_command(config, backbone):
+    """The command that (re)makes the ``.aug`` file of ``config``."""
+    from recbole_sada.config import data_root
+
+    cmd = f"python -m recbole_sada.llmser --dataset={config['dataset']} --backbone={backbone}"
+    root = str(data_root(config))
+    if root.rstrip("/") != "dataset":
+        cmd += f" --data_path={root}"
+    if config["aug_file"]:
+        cmd += f" --aug_file={config['aug_file']}"
+    return cmd
+
+
+def load_pseudo_items(config, dataset, backbone):
+    """Read and check the ``.aug`` file; map it to remapped ids.
+
+    Returns:
+        (pseudo, pseudo_len, omega, train_len): ``pseudo`` (n_users, M) int64 (oldest first, left
+        aligned), ``pseudo_len`` (n_users,), ``omega`` (n_users,) float, ``train_len`` (n_users,).
+    """
+    from recbole_sada.data.dataset import training_sequences
+
+    uid_field, iid_field = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
+    path = default_aug_path(config)
+    hint = make_command(config, backbone)
+    rows, meta = read_aug(path, uid_field, hint)
+    uids, seqs = training_sequences(dataset)
+    item_token = dataset.field2id_token[iid_field]
+    user_token = dataset.field2id_token[uid_field]
+    inter = Path(config["data_path"]) / f"{config['dataset']}.inter"
+    if meta.get("inter_sha256") and inter.is_file() and meta["inter_sha256"] != file_sha256(inter):
+        raise SADAInputError(f"{path} was made from another version of {inter} (its SHA-256 differs); remake it with: {hint}")
+    if meta.get("sequences_sha256"):
+        current = sequences_sha256([user_token[u] for u in uids], [[item_token[i] for i in s] for s in seqs])
+        if meta["sequences_sha256"] != current:
+            raise SADAInputError(
+                f"{path} was made from other training sequences (different filtering or split options); remake it with: {hint}"
+            )
+    user_id = dataset.field2token_id[uid_field]
+    item_id = dataset.field2token_id[iid_field]
+    n_users = dataset.user_num
+    width = max([len(items) for _, items, _ in rows] + [1])
+    pseudo = np.zeros((n_users, width), dtype=np.int64)
+    pseudo_len = np.zeros(n_users, dtype=np.int64)
+    omega = np.zeros(n_users, dtype=np.float64)
+    seen = np.zeros(n_users, dtype=bool)
+    for user, items, w in rows:
+        u = user_id.get(user)
+        if u is None:
+            raise SADAInputError(f"{path}: user '{user}' is not in dataset '{config['dataset']}'; remake it with: {hint}")
+        try:
+            ids = [item_id[i] for i in items]
+        except KeyError as exc:
+            raise SADAInputError(
+                f"{path}: item '{exc.args[0]}' of user '{user}' is not in dataset '{config['dataset']}'; remake it with: {hint}"
+            ) from None
+        pseudo[u, : len(ids)] = ids
+        pseudo_len[u] = len(ids)
+        omega[u] = w
+        seen[u] = True
+    missing = [user_token[u] for u in uids if not seen[u]]
+    if missing:
+        raise SADAInputError(
+            f"{path} has no row for {len(missing)} of the {len(uids)} users with training data (e.g. "
+            f"'{missing[0]}'); remake it with: {hint}"
+        )
+    train_len = np.zeros(n_users, dtype=np.int64)
+    train_len[uids] = [len(s) for s in seqs]
+    return pseudo, pseudo_len, omega, train_len
