@@ -20,7 +20,7 @@ import shlex
 import sys
 
 from recbole_sada.cli import parse_with_overrides, run_guarded
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 
 def parse_args(argv):
@@ -45,7 +45,7 @@ def parse_args(argv):
     parser.add_argument("--verbose", type=int, default=1, help="Ray Tune verbosity (0-3)")
 
     def error(message):  # argparse errors become one-line input errors (exit 2)
-        raise SADAInputError(message)
+        raise InputError(message)
 
     parser.error = error
     return parse_with_overrides(parser, argv)

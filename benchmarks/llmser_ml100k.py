@@ -100,11 +100,11 @@ def cost_worker(backbone, config_dict, out_path, epochs=3):
     """Training-epoch time of the backbone and of LLMSeR<backbone>, epochs interleaved in one
     process (so both see the same machine load); median per model."""
     from recbole_sada.quick_start import prepare
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.trainer import PluginTrainer
     from recbole_sada.utils import get_model
 
     config, _, train_data, _, _ = prepare(f"LLMSeR{backbone}", "ml-100k", config_dict=config_dict)
-    trainers = {name: SADATrainer(config, get_model(model)(config, train_data._dataset))
+    trainers = {name: PluginTrainer(config, get_model(model)(config, train_data._dataset))
                 for name, model in (("backbone", backbone), ("llmser", f"LLMSeR{backbone}"))}
     times = {name: [] for name in trainers}
     for epoch in range(epochs):

@@ -29,7 +29,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec 
 from recbole.trainer import Trainer  # noqa: E402
 
 from recbole_sada.quick_start import prepare  # noqa: E402
-from recbole_sada.trainer import SADATrainer  # noqa: E402
+from recbole_sada.trainer import PluginTrainer  # noqa: E402
 from recbole_sada.utils import get_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -92,8 +92,8 @@ def build_model(name, dataset, train, extra):
 
 
 def time_epoch(config, model, train, n_batches=None):
-    """Seconds of one training epoch through SADATrainer (or of its first ``n_batches``)."""
-    trainer = SADATrainer(config, model)
+    """Seconds of one training epoch through PluginTrainer (or of its first ``n_batches``)."""
+    trainer = PluginTrainer(config, model)
     data = train
     if n_batches:
         class Subset(list):
@@ -269,7 +269,7 @@ def recbole_compare(args):
         if model_name == "RecBole":
             model, trainer_cls = RecBoleSASRec(config, train._dataset), Trainer
         else:
-            model, trainer_cls = get_model(model_name)(config, train._dataset), SADATrainer
+            model, trainer_cls = get_model(model_name)(config, train._dataset), PluginTrainer
         n = min(args.batches, len(train) - 1)
         elapsed, samples, batches = time_trainer(trainer_cls, model, config, train, n)
         plain = time_plain(model, batches)

@@ -1,5 +1,5 @@
 """What the command-line entry points share: ``--key=value`` overrides and ``--config_files``."""
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 
 def parse_with_overrides(parser, argv):
@@ -11,11 +11,11 @@ def parse_with_overrides(parser, argv):
     args, rest = parser.parse_known_args(argv)
     bad = [a for a in rest if not (a.startswith("--") and "=" in a)]
     if bad:
-        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
+        raise InputError(f"unrecognised arguments {bad}: overrides are written --key=value")
     keys = [a[2:].split("=", 1)[0] for a in rest]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
-        raise SADAInputError(f"--{twice[0]} is given more than once; give each override once")
+        raise InputError(f"--{twice[0]} is given more than once; give each override once")
     files = args.config_files.strip().split() if getattr(args, "config_files", None) else None
     return args, files, list(rest)
 
@@ -27,7 +27,7 @@ def run_guarded(what, work):
 
     try:
         return None, work()
-    except SADAInputError as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2, None
     except KeyboardInterrupt:

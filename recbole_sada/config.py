@@ -20,7 +20,7 @@ import recbole
 import yaml
 from recbole.config import Config
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.utils import get_model
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"  # package data (a wheel carries it)
@@ -117,10 +117,10 @@ class SADAConfig(Config):
         given = {}
         for arg in self._cmd_args:
             if not arg.startswith("--") or "=" not in arg:
-                raise SADAInputError(f"unrecognised argument {arg!r}: overrides are written --key=value")
+                raise InputError(f"unrecognised argument {arg!r}: overrides are written --key=value")
             key, value = arg[2:].split("=", 1)
             if key in given and given[key] != value:
-                raise SADAInputError(f"--{key} is given twice with different values ({given[key]}, {value})")
+                raise InputError(f"--{key} is given twice with different values ({given[key]}, {value})")
             given[key] = value
         return self._convert_config_dict(given)
 
@@ -139,7 +139,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_ar
     user_files = [str(f) for f in (config_file_list or [])]
     for f in user_files:
         if not os.path.isfile(f):
-            raise SADAInputError(f"config file not found: {f} (check the --config_files path)")
+            raise InputError(f"config file not found: {f} (check the --config_files path)")
     files = property_files(model_class, dataset) + user_files
     import yaml
 
@@ -151,10 +151,10 @@ def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_ar
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise SADAInputError(f"a config file is not valid yaml{where}: {problem} "
+        raise InputError(f"a config file is not valid yaml{where}: {problem} "
                              f"(files: {' '.join(user_files) or 'none'}); fix the yaml") from None
     except (SyntaxError, NameError) as exc:  # RecBole evals the values it reads
-        raise SADAInputError(f"a value could not be read ({type(exc).__name__}: {exc}); "
+        raise InputError(f"a value could not be read ({type(exc).__name__}: {exc}); "
                              f"write each override once as --key=value") from None
     _resolve_data_path(config)
     check_dataset_files(config)
@@ -248,7 +248,7 @@ def download_dataset(dataset, url, folder):
 
 def check_dataset_files(config):
     """Make sure the dataset's ``.inter`` file exists: download a RecBole benchmark dataset when
-    allowed and reachable, else raise a one-line :class:`SADAInputError` naming the missing
+    allowed and reachable, else raise a one-line :class:`InputError` naming the missing
     files, where they go and how to build them."""
     dataset = config["dataset"]
     inter = os.path.join(config["data_path"], f"{dataset}.inter")
@@ -269,21 +269,21 @@ def check_dataset_files(config):
     where = (f"put {dataset}.inter (and optional {dataset}.item / {dataset}.user) in {config['data_path']}")
     if url:
         hint = f", or build it with: {_DATASET_HINTS[dataset].format(root=root)}" if dataset in _DATASET_HINTS else ""
-        raise SADAInputError(
+        raise InputError(
             f"dataset '{dataset}' not found: {inter} is missing and RecBole's download from {url} failed "
             f"({failure}); {where}{hint}")
     if dataset in _DATASET_HINTS:
         hint = _DATASET_HINTS[dataset].format(root=root)
-        raise SADAInputError(
+        raise InputError(
             f"dataset '{dataset}' not found: {inter} is missing (not a RecBole download); "
             f"build it with: {hint}"
         )
     if (PROPERTIES_DIR / "dataset" / f"{dataset}.yaml").is_file():
-        raise SADAInputError(
+        raise InputError(
             f"dataset '{dataset}' not found: put its atomic files ({dataset}.inter, optional "
             f"{dataset}.item) in {config['data_path']}"
         )
-    raise SADAInputError(
+    raise InputError(
         f"unknown dataset '{dataset}': no {inter} and no properties/dataset/{dataset}.yaml "
         f"(put RecBole atomic files in {root}/{dataset}/ or set --data_path)"
     )
@@ -337,7 +337,7 @@ def _check_number(config, key, rule):
             bounds.append(f"{'>=' if closed else '>'} {low}")
         if high is not None:
             bounds.append(f"<= {high}")
-        raise SADAInputError(
+        raise InputError(
             f"{key} must be {want}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r} "
             f"(e.g. --{key}={_example(kind, low, closed)})")
 
@@ -354,16 +354,16 @@ def _validate(config):
         if key in config:
             _check_number(config, key, rule)
     if config["rate_min"] is not None and config["rate_max"] is not None and config["rate_min"] > config["rate_max"]:
-        raise SADAInputError(f"rate_min ({config['rate_min']}) must not exceed rate_max ({config['rate_max']})")
+        raise InputError(f"rate_min ({config['rate_min']}) must not exceed rate_max ({config['rate_max']})")
     mode = config["train_mode"] or "prefix"
     if mode not in TRAIN_MODES:
-        raise SADAInputError(f"train_mode must be one of {TRAIN_MODES}, got '{mode}'")
+        raise InputError(f"train_mode must be one of {TRAIN_MODES}, got '{mode}'")
     extra = config["extra_test_modes"]
     if isinstance(extra, str):
         extra = config["extra_test_modes"] = [extra]
     for m in extra or ():
         if not (isinstance(m, str) and re.fullmatch(r"full|(uni|pop)[1-9]\d*", m)):
-            raise SADAInputError(f"extra_test_modes: {m!r} is not a test mode; use full, uni<N> or pop<N> "
+            raise InputError(f"extra_test_modes: {m!r} is not a test mode; use full, uni<N> or pop<N> "
                                  "(e.g. --extra_test_modes=\"['uni100']\")")
     if config["group_sets"]:
         from recbole_sada.evaluation.groups import _check_group_sets
@@ -371,15 +371,15 @@ def _validate(config):
         try:  # checked before training, not when the test groups are computed at the end
             _check_group_sets(config["group_sets"])
         except ValueError as exc:
-            raise SADAInputError(f"{exc} (--group_sets=\"{{'llmesr': {{'user_group_edges': [7], 'item_tail_below': 4}}}}\")") from None
+            raise InputError(f"{exc} (--group_sets=\"{{'llmesr': {{'user_group_edges': [7], 'item_tail_below': 4}}}}\")") from None
     loss = config["loss_type"]
     if loss is not None and loss not in LOSS_TYPES:
-        raise SADAInputError(f"loss_type must be one of {LOSS_TYPES}, got '{loss}'")
+        raise InputError(f"loss_type must be one of {LOSS_TYPES}, got '{loss}'")
     epochs, stage1 = config["epochs"], config["stage1_epochs"] or 0
     if stage1 and config["two_stage"] is not False and not config["pretrained_path"] and stage1 >= epochs:
-        raise SADAInputError(
+        raise InputError(
             f"stage1_epochs ({stage1}) must be smaller than epochs ({epochs}): epochs counts both stages"
         )
     pretrained = config["pretrained_path"]
     if pretrained and not os.path.isfile(pretrained):
-        raise SADAInputError(f"pretrained_path not found: {pretrained} (a stage-1 checkpoint .pth)")
+        raise InputError(f"pretrained_path not found: {pretrained} (a stage-1 checkpoint .pth)")

@@ -140,22 +140,22 @@ def load_data_and_model(model_file, device=None):
         ``(config, model, dataset, train_data, valid_data, test_data)`` as RecBole's.
 
     Raises:
-        SADAInputError: the file is missing or not a RecBole checkpoint; the dataset's id maps
+        InputError: the file is missing or not a RecBole checkpoint; the dataset's id maps
         differ from those the model was trained on.
     """
     import os
 
     from recbole_sada.compat import load_checkpoint
-    from recbole_sada.errors import SADAInputError
+    from recbole_sada.errors import InputError
 
     if not os.path.isfile(model_file):
-        raise SADAInputError(f"model_file not found: {model_file} (a .pth from a training run, e.g. saved/...)")
+        raise InputError(f"model_file not found: {model_file} (a .pth from a training run, e.g. saved/...)")
     try:
         checkpoint = load_checkpoint(model_file, map_location="cpu")
     except Exception as exc:
-        raise SADAInputError(f"{model_file} is not a checkpoint ({type(exc).__name__})") from None
+        raise InputError(f"{model_file} is not a checkpoint ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
-        raise SADAInputError(f"{model_file} is not a RecBole checkpoint (no config / state_dict)")
+        raise InputError(f"{model_file} is not a RecBole checkpoint (no config / state_dict)")
     config = checkpoint["config"]
     # a Config built in this process sets RecBole's numpy aliases (np.float, used by its NDCG);
     # one unpickled from a checkpoint does not, so evaluating after a reload would fail

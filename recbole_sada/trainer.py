@@ -1,4 +1,4 @@
-"""SADATrainer: RecBole's ``Trainer`` with two-stage training and named, reweighted losses.
+"""PluginTrainer: RecBole's ``Trainer`` with two-stage training and named, reweighted losses.
 
 Only three small overrides of RecBole's loop (no copy of ``Trainer.fit``):
 
@@ -34,7 +34,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_sada.compat import load_checkpoint, trusted_checkpoint_load
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.fileio import atomic_path
 
 
@@ -46,7 +46,7 @@ def reduce_loss(value):
     return value.mean() if value.dim() > 0 else value
 
 
-class SADATrainer(Trainer):
+class PluginTrainer(Trainer):
     """Trainer for every sequential model of the plugin (see module docstring)."""
 
     def __init__(self, config, model):
@@ -61,7 +61,7 @@ class SADATrainer(Trainer):
         self.stage = 2 if (self.pretrained_path or self.stage1_epochs == 0) else 1
         start = config["valid_start_epoch"] or 0
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise SADAInputError(f"valid_start_epoch must be an integer >= 0, got {start!r} (--valid_start_epoch=0)")
+            raise InputError(f"valid_start_epoch must be an integer >= 0, got {start!r} (--valid_start_epoch=0)")
         self.loss_names = None
         self.adversary_optimizer = None  # built on the first adversary step (IDEA)
         self.epoch_times = []
@@ -211,11 +211,11 @@ class SADATrainer(Trainer):
         try:
             checkpoint = load_checkpoint(path, map_location=self.device)
         except Exception as exc:  # UnpicklingError, EOFError, zip errors: not a torch file
-            raise SADAInputError(
+            raise InputError(
                 f"pretrained_path {path} is not a checkpoint ({type(exc).__name__}); give the .pth a "
                 f"training run saved in saved/") from None
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise SADAInputError(
+            raise InputError(
                 f"pretrained_path {path} is not a RecBole checkpoint (no state_dict); give the .pth a "
                 f"training run saved in saved/")
         own = self.model.state_dict()
@@ -223,7 +223,7 @@ class SADATrainer(Trainer):
                   if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
         if shapes:
             k, theirs, ours = shapes[0]
-            raise SADAInputError(
+            raise InputError(
                 f"pretrained_path {path} does not fit {type(self.model).__name__}: {k} is {list(theirs)} in the "
                 f"checkpoint and {list(ours)} here ({len(shapes)} such parameters); train with the checkpoint's "
                 f"settings (hidden_size, inner_size, n_layers, MAX_ITEM_LIST_LENGTH ...) and dataset")
@@ -232,11 +232,11 @@ class SADATrainer(Trainer):
         # a parameter the model does not have is an error (wrong checkpoint).
         try:
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        except SADAInputError as exc:
-            raise SADAInputError(f"pretrained_path {path}: {exc}") from None
+        except InputError as exc:
+            raise InputError(f"pretrained_path {path}: {exc}") from None
         missing, unexpected = self.model.load_state_dict(checkpoint["state_dict"], strict=False)
         if unexpected:
-            raise SADAInputError(
+            raise InputError(
                 f"pretrained_path {path} does not fit {type(self.model).__name__}: unexpected parameters "
                 f"{sorted(unexpected)[:5]} (use a checkpoint of this model or of its backbone)"
             )
@@ -266,3 +266,7 @@ class SADATrainer(Trainer):
             return super().evaluate(
                 eval_data, load_best_model=load_best_model, model_file=model_file, show_progress=show_progress
             )
+
+
+#: the earlier name (the trainer serves every plugin model, not SADA only)
+SADATrainer = PluginTrainer

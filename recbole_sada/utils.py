@@ -9,7 +9,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_sada.compat import set_anomaly_detection
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 _MODEL_PACKAGES = ("recbole_sada.model", "recbole_sada.model.backbones")
 
@@ -40,7 +40,7 @@ def plugin_models():
 def get_model(model_name):
     """Return the model class named ``model_name``: the plugin's first, then RecBole's.
 
-    Raises :class:`SADAInputError` (one line, with the known names) for an unknown model.
+    Raises :class:`InputError` (one line, with the known names) for an unknown model.
     """
     models = plugin_models()
     if model_name in models:
@@ -48,24 +48,24 @@ def get_model(model_name):
     from recbole_sada.model.grid import UNSUPPORTED
 
     if model_name in UNSUPPORTED:
-        raise SADAInputError(f"{model_name} is not built: {UNSUPPORTED[model_name]}")
+        raise InputError(f"{model_name} is not built: {UNSUPPORTED[model_name]}")
     try:
         return recbole_get_model(model_name)
     except (ValueError, AttributeError, ImportError):
         known = ", ".join(sorted(models))
-        raise SADAInputError(
+        raise InputError(
             f"unknown model '{model_name}': not a recbole-sada model ({known}) nor a RecBole model"
         ) from None
 
 
 def get_trainer(model_type, model_name):
     """Return the trainer class for a model: ``recbole_sada.trainer.<Model>Trainer`` if defined,
-    :class:`~recbole_sada.trainer.SADATrainer` for every sequential model, else RecBole's."""
+    :class:`~recbole_sada.trainer.PluginTrainer` for every sequential model, else RecBole's."""
     trainer_module = importlib.import_module("recbole_sada.trainer")
     if hasattr(trainer_module, model_name + "Trainer"):
         return getattr(trainer_module, model_name + "Trainer")
     if model_type == ModelType.SEQUENTIAL:
-        return trainer_module.SADATrainer
+        return trainer_module.PluginTrainer
     return with_checkpoint_shim(recbole_get_trainer(model_type, model_name))
 
 

@@ -126,9 +126,9 @@ def test_single_mode_all_matches_one_view_per_operator(small_cfg):
     batch = next(iter(train))
     views = list(model.single_augmented_views(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]))
     assert [v[0] for v in views] == ["reorder", "substitute"]
-    from recbole_sada.errors import SADAInputError
+    from recbole_sada.errors import InputError
 
-    with pytest.raises(SADAInputError, match="single_mode"):  # one-line CLI error (exit 2)
+    with pytest.raises(InputError, match="single_mode"):  # one-line CLI error (exit 2)
         _model("BASRecSASRec", small_cfg, single_mode="both")
-    with pytest.raises(SADAInputError, match="single_ops"):
+    with pytest.raises(InputError, match="single_ops"):
         _model("BASRecSASRec", small_cfg, single_ops=["reorder", "shuffle"])

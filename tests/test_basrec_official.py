@@ -140,9 +140,9 @@ def test_sum_is_n_times_mean(small_cfg):
                                        ("n_item_mixes", -1), ("neg_exclude", "all"), ("position_from", "middle"),
                                        ("group_overhead", -5), ("group_overhead", "many")])
 def test_bad_values_are_input_errors(small_cfg, key, value):
-    from recbole_sada.errors import SADAInputError
+    from recbole_sada.errors import InputError
 
-    with pytest.raises(SADAInputError, match=key):
+    with pytest.raises(InputError, match=key):
         build(small_cfg, "BASRecSASRec", **{key: value})
 
 
@@ -271,10 +271,10 @@ def test_cross_mix_on_real_positions_equals_the_dense_computation(small_cfg, mon
 
 @pytest.mark.parametrize("value", [-1, "abc", 2.5])
 def test_bad_valid_start_epoch_is_an_input_error(small_cfg, value):
-    from recbole_sada.errors import SADAInputError
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.errors import InputError
+    from recbole_sada.trainer import PluginTrainer
 
     net, _ = build(small_cfg, "SASRec")
     config = build_config("SASRec", "tiny", config_dict={**small_cfg, "valid_start_epoch": value})
-    with pytest.raises(SADAInputError, match="valid_start_epoch"):
-        SADATrainer(config, net)
+    with pytest.raises(InputError, match="valid_start_epoch"):
+        PluginTrainer(config, net)

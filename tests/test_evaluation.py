@@ -321,9 +321,9 @@ def test_extra_test_mode_is_a_second_pass_of_the_same_model(tiny_root, tmp_path)
 @pytest.mark.parametrize("value", ["['uni']", "['full', 'uni0']", "['top100']"])
 def test_bad_extra_test_mode_is_refused_before_training(tiny_root, value):
     from recbole_sada.config import build_config
-    from recbole_sada.errors import SADAInputError
+    from recbole_sada.errors import InputError
 
-    with pytest.raises(SADAInputError, match="extra_test_modes.*uni<N>"):
+    with pytest.raises(InputError, match="extra_test_modes.*uni<N>"):
         build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "ERROR"},
                      cmd_args=[f"--extra_test_modes={value}"])
     one = build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "ERROR",
@@ -363,9 +363,9 @@ def test_group_sets_regroup_the_same_ranks(trained):
 
 def test_bad_group_sets_is_a_one_line_error_before_training(tiny_root):
     from recbole_sada.config import build_config
-    from recbole_sada.errors import SADAInputError
+    from recbole_sada.errors import InputError
 
-    with pytest.raises(SADAInputError) as err:
+    with pytest.raises(InputError) as err:
         build_config("SASRec", "tiny", config_dict={"data_path": str(tiny_root), "state": "WARNING",
                                                     "group_sets": {"x": {"item_tail_below": 0}}})
     assert "group_sets.x.item_tail_below" in str(err.value) and "--group_sets" in str(err.value)

@@ -1,4 +1,4 @@
-"""Registry, config layering, data modes, SADATrainer stages and checkpoints, CLI."""
+"""Registry, config layering, data modes, PluginTrainer stages and checkpoints, CLI."""
 import os
 import subprocess
 import sys
@@ -12,10 +12,10 @@ from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 from conftest import ROOT
 from recbole_sada.config import build_config, model_layers, property_files
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD, training_sequences
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model.backbones.sasrec import SASRec
 from recbole_sada.quick_start import prepare, run_recbole_sada
-from recbole_sada.trainer import SADATrainer
+from recbole_sada.trainer import PluginTrainer
 from recbole_sada.utils import get_model, get_trainer, plugin_models
 
 CLI = [sys.executable, str(ROOT / "run_recbole_sada.py")]
@@ -26,7 +26,7 @@ def test_registry_prefers_plugin_models():
     assert get_model("SASRec") is SASRec
     assert issubclass(get_model("SASRec"), RecBoleSASRec)
     assert get_model("Caser") is Caser  # falls back to RecBole
-    with pytest.raises(SADAInputError, match="unknown model 'NoSuchRec'"):
+    with pytest.raises(InputError, match="unknown model 'NoSuchRec'"):
         get_model("NoSuchRec")
 
 
@@ -45,7 +45,7 @@ def test_grid_builds_every_supported_pair_and_names_why_not():
                 assert layers[0] == backbone and layers[-2:] == [method, name]
     assert set(UNSUPPORTED) == {"BASRecBERT4Rec", "SADABERT4Rec", "LLMESRBERT4Rec", "IDEABERT4Rec",
                                 "LLMEmbRATBERT4Rec"}
-    with pytest.raises(SADAInputError) as err:
+    with pytest.raises(InputError) as err:
         get_model("BASRecBERT4Rec")
     assert "causal" in str(err.value) and "bidirectional" in str(err.value) and "\n" not in str(err.value)
 
@@ -53,8 +53,8 @@ def test_grid_builds_every_supported_pair_and_names_why_not():
 def test_get_trainer_uses_sada_trainer_for_sequential():
     from recbole.utils import ModelType
 
-    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is SADATrainer
-    assert get_trainer(ModelType.SEQUENTIAL, "Caser") is SADATrainer
+    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is PluginTrainer
+    assert get_trainer(ModelType.SEQUENTIAL, "Caser") is PluginTrainer
 
 
 # ---------------------------------------------------------------- config
@@ -141,7 +141,7 @@ def test_missing_dataset_is_one_line_error(tmp_path, dataset, needle, monkeypatc
 
     real = C.recbole_dataset_url
     monkeypatch.setattr(C, "recbole_dataset_url", lambda d: real(d) and "http://127.0.0.1:9/closed.zip")
-    with pytest.raises(SADAInputError) as err:
+    with pytest.raises(InputError) as err:
         build_config("SASRec", dataset, None, {"data_path": str(tmp_path)})
     assert needle in str(err.value) and "\n" not in str(err.value)
 
@@ -187,24 +187,24 @@ def test_unreachable_download_is_one_line_naming_the_files(tmp_path, dataset_ser
 
     base, _ = dataset_server
     monkeypatch.setattr(C, "recbole_dataset_url", lambda d: "http://127.0.0.1:9/Tiny_Set.zip")
-    with pytest.raises(SADAInputError) as err:
+    with pytest.raises(InputError) as err:
         build_config("SASRec", "tinydl", None, {"data_path": str(tmp_path / "data")})
     message = str(err.value)
     assert "\n" not in message and "tinydl.inter" in message and str(tmp_path / "data" / "tinydl") in message
     assert "127.0.0.1:9" in message and "URLError" in message
     # switched off: no attempt, the same kind of line
     monkeypatch.setattr(C, "recbole_dataset_url", lambda d: f"{base}/Tiny_Set.zip")
-    with pytest.raises(SADAInputError, match="download_datasets is False"):
+    with pytest.raises(InputError, match="download_datasets is False"):
         build_config("SASRec", "tinydl", None, {"data_path": str(tmp_path / "data"), "download_datasets": False})
     assert not (tmp_path / "data" / "tinydl" / "tinydl.inter").exists()
 
 
 def test_bad_keys_rejected(tiny_root):
-    with pytest.raises(SADAInputError, match="train_mode"):
+    with pytest.raises(InputError, match="train_mode"):
         build_config("SASRec", "tiny", None, {"data_path": str(tiny_root), "train_mode": "windows"})
-    with pytest.raises(SADAInputError, match="stage1_epochs"):
+    with pytest.raises(InputError, match="stage1_epochs"):
         build_config("SASRec", "tiny", None, {"data_path": str(tiny_root), "stage1_epochs": 3, "epochs": 3})
-    with pytest.raises(SADAInputError, match="config file not found"):
+    with pytest.raises(InputError, match="config file not found"):
         build_config("SASRec", "tiny", ["/no/such.yaml"], {"data_path": str(tiny_root)})
 
 
@@ -266,7 +266,7 @@ class StageRecorder(SASRec):
 def _trainer(small_cfg, **kw):
     config, _, train, valid, test = _prepared(small_cfg, **kw)
     model = StageRecorder(config, train._dataset)
-    return SADATrainer(config, model), train, valid, test
+    return PluginTrainer(config, model), train, valid, test
 
 
 def test_trainer_stage_switching_and_named_losses(small_cfg):
@@ -378,8 +378,8 @@ def test_general_models_reload_checkpoints_too(tmp_path):
 def test_concurrent_trainers_get_distinct_checkpoint_files(small_cfg):
     """Two runs of one model started in the same second must not share a checkpoint file."""
     config, _, train, _, _ = _prepared(small_cfg)
-    a = SADATrainer(config, SASRec(config, train._dataset))
-    b = SADATrainer(config, SASRec(config, train._dataset))
+    a = PluginTrainer(config, SASRec(config, train._dataset))
+    b = PluginTrainer(config, SASRec(config, train._dataset))
     assert a.saved_model_file != b.saved_model_file
 
 
@@ -393,3 +393,14 @@ def test_recbole_import_side_effect_anomaly_detection_is_undone(small_cfg):
     _prepared(small_cfg, detect_anomaly=True)  # a deliberate debugging run keeps it
     assert torch.is_anomaly_enabled()
     torch.autograd.set_detect_anomaly(False)
+
+
+def test_general_names_and_their_earlier_aliases():
+    """Infrastructure is named for what it is; the earlier SADA* names still import."""
+    from recbole_sada.data.dataset import PluginSequentialDataset, SADASequentialDataset
+    from recbole_sada.errors import InputError, SADAInputError
+    from recbole_sada.trainer import PluginTrainer
+    from recbole_sada.trainer import SADATrainer as OldTrainer
+
+    assert SADAInputError is InputError and OldTrainer is PluginTrainer
+    assert SADASequentialDataset is PluginSequentialDataset

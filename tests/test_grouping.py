@@ -177,14 +177,14 @@ def test_ml100k_metrics_identical_grouped_or_padded(tmp_path):
     """RecBole's evaluator on ml-100k (full ranking, valid split): the same metrics to the last
     digit with grouping on and off, after one epoch of training."""
     from recbole_sada.quick_start import prepare
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.trainer import PluginTrainer
 
     cfg = {"epochs": 1, "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1, "train_mode": "sequence",
            "show_progress": False, "state": "ERROR", "checkpoint_dir": str(tmp_path), "group_overhead": 0}
     config, _, train, valid, _ = prepare("SASRec", "ml-100k", config_dict=cfg)
     init_seed(config["seed"], True)
     net = get_model("SASRec")(config, train._dataset)
-    trainer = SADATrainer(config, net)
+    trainer = PluginTrainer(config, net)
     trainer._train_epoch(train, 0)
     results = {}
     for grouped in (True, False):

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import write_tiny_dataset
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.tuning.space import grid_size, load_search_space, to_tune_space
 
 import run_hyper_sada
@@ -78,7 +78,7 @@ def test_yaml_space_uses_recbole_params_dict_layout(tmp_path):
 )
 def test_bad_hyper_lines_name_the_line(tmp_path, text, message):
     f = _write(tmp_path / "bad.hyper", text)
-    with pytest.raises(SADAInputError) as err:
+    with pytest.raises(InputError) as err:
         load_search_space(f)
     assert message in str(err.value) and str(f) in str(err.value)
 

@@ -3,7 +3,7 @@ the invariance penalties, and the adversarial alternating step through the train
 import pytest
 import torch
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model.idea import gumbel_sigmoid_mask, keep_shortfall, mix_masks, variance_penalty
 from recbole_sada.quick_start import prepare, run_recbole_sada
 from recbole_sada.utils import get_model
@@ -22,7 +22,7 @@ def test_gumbel_masks_in_range_and_temperature():
     assert torch.allclose(gumbel_sigmoid_mask(logits, 1.0, noise=False), torch.sigmoid(logits))
     sharp = gumbel_sigmoid_mask(logits, 0.01, noise=False)
     assert torch.all((sharp < 0.01) | (sharp > 0.99) | (logits.abs() < 0.05))  # low temperature: near-binary
-    with pytest.raises(SADAInputError):
+    with pytest.raises(InputError):
         gumbel_sigmoid_mask(logits, 0.0)
 
 
@@ -91,11 +91,11 @@ def test_penalties_and_loss_names(small_cfg):
 
 
 def test_adversary_is_outside_the_main_optimiser_and_steps_alone(small_cfg):
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.trainer import PluginTrainer
 
     model, train_data = _model(small_cfg)
     config = prepare("IDEASASRec", "tiny", None, small_cfg, ())[0]
-    trainer = SADATrainer(config, model)
+    trainer = PluginTrainer(config, model)
     main = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     gen = {id(p) for p in model.env_generator.parameters()}
     assert not main & gen and main | gen == {id(p) for p in model.parameters()}
@@ -119,11 +119,11 @@ def test_config_errors_and_refused_backbone(small_cfg):
     from recbole_sada.model import grid
 
     assert "IDEABERT4Rec" in grid.UNSUPPORTED
-    with pytest.raises(SADAInputError, match="invariance"):
+    with pytest.raises(InputError, match="invariance"):
         _model(small_cfg, invariance="irm")
-    with pytest.raises(SADAInputError, match="two environments"):
+    with pytest.raises(InputError, match="two environments"):
         _model(small_cfg, n_env=1, include_original=False)
-    with pytest.raises(SADAInputError, match=r"gumbel_temp must be > 0.*--gumbel_temp=") as err:
+    with pytest.raises(InputError, match=r"gumbel_temp must be > 0.*--gumbel_temp=") as err:
         _model(small_cfg, gumbel_temp=0)
     assert "\n" not in str(err.value)
 
@@ -141,5 +141,5 @@ def test_keep_shortfall_constrains_the_adversary(small_cfg):
         model.env_generator.bias.fill_(-50.0)  # keep nothing
     torch.manual_seed(0)
     assert float(model.adversary_loss(batch).detach()) > free + 0.3
-    with pytest.raises(SADAInputError, match="keep_min"):
+    with pytest.raises(InputError, match="keep_min"):
         _model(small_cfg, keep_min=1.5)

@@ -3,7 +3,7 @@ adapted frozen item table, the alignment target read from a trained backbone, en
 import pytest
 import torch
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model.llmemb import infonce_alignment_loss, soft_alignment_loss
 from recbole_sada.quick_start import prepare, run_recbole_sada
 from recbole_sada.utils import get_model
@@ -63,19 +63,19 @@ def test_item_table_is_the_adapted_frozen_semantic_table_and_target_comes_from_t
 
 
 def test_alignment_needs_a_checkpoint_and_zero_weight_does_not(emb_cfg):
-    with pytest.raises(SADAInputError, match="pretrained_path"):
+    with pytest.raises(InputError, match="pretrained_path"):
         _model(emb_cfg)
     model, train_data = _model(emb_cfg, align_weight=0)
     assert set(model.calculate_loss(next(iter(train_data)))) == {"loss_rec"}
 
 
 def test_trains_from_scratch_aligned_to_the_backbone_checkpoint(emb_cfg, sasrec_checkpoint, monkeypatch):
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.trainer import PluginTrainer
 
     def no_weights(self, path, message):  # the backbone's weights must not be loaded
         raise AssertionError("pretrained weights loaded into LLMEmbRAT")
 
-    monkeypatch.setattr(SADATrainer, "_load_weights", no_weights)
+    monkeypatch.setattr(PluginTrainer, "_load_weights", no_weights)
     result = run_recbole_sada("LLMEmbRATSASRec", "tiny", config_dict={**emb_cfg, "pretrained_path": sasrec_checkpoint})
     trainer = result["trainer"]
     assert trainer.loss_names == ["loss_rec", "loss_align"]

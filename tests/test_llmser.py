@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.llmser import pipeline as P
 from recbole_sada.llmser.__main__ import main as llmser_main
 from recbole_sada.llmser.augfile import read_aug, sidecar_path
@@ -441,22 +441,22 @@ def test_models_train_one_epoch(cfg):
 def test_missing_or_mismatched_aug_is_one_line_error(cfg, tmp_path):
     raw = write_distinct_dataset(Path(cfg["data_path"]))
     missing = dict(cfg, aug_file=str(tmp_path / "nothing.aug"))
-    with pytest.raises(SADAInputError) as err:
+    with pytest.raises(InputError) as err:
         build_model(missing)
     msg = str(err.value)
     assert "\n" not in msg and "nothing.aug" in msg
     assert "python -m recbole_sada.llmser --dataset=llmtiny --backbone=SASRec" in msg
 
     write_aug_file(cfg["aug_file"], {u: ["i2"] for u in raw}, {}, inter_sha="0" * 64)
-    with pytest.raises(SADAInputError, match=r"another version of .*llmtiny\.inter.*python -m recbole_sada\.llmser"):
+    with pytest.raises(InputError, match=r"another version of .*llmtiny\.inter.*python -m recbole_sada\.llmser"):
         build_model(cfg, "LLMSeRGRU4Rec")
 
     write_aug_file(cfg["aug_file"], {u: ["i2", "i999"] for u in raw}, {})
-    with pytest.raises(SADAInputError, match=r"item 'i999' .*not in dataset"):
+    with pytest.raises(InputError, match=r"item 'i999' .*not in dataset"):
         build_model(cfg)
 
     write_aug_file(cfg["aug_file"], {u: ["i2"] for u in list(raw)[:-1]}, {})
-    with pytest.raises(SADAInputError, match=r"no row for 1 of the 40 users"):
+    with pytest.raises(InputError, match=r"no row for 1 of the 40 users"):
         build_model(cfg)
 
 
@@ -505,18 +505,18 @@ def test_user_with_one_training_item_gets_pseudo_items_and_trains(cfg, tmp_path)
 
 
 def test_ccg_rcs_train_through_the_plugin_trainer(cfg, monkeypatch):
-    """fit_backbone runs SADATrainer.fit (one stage, no validation, no checkpoint) and trains."""
+    """fit_backbone runs PluginTrainer.fit (one stage, no validation, no checkpoint) and trains."""
     from recbole_sada.llmser import backbone as B
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.trainer import PluginTrainer
 
     calls = []
-    real_fit = SADATrainer.fit
+    real_fit = PluginTrainer.fit
 
     def spy(self, train_data, valid_data=None, **kw):
         calls.append((self.epochs, self.stage1_epochs, valid_data, kw.get("saved")))
         return real_fit(self, train_data, valid_data, **kw)
 
-    monkeypatch.setattr(SADATrainer, "fit", spy)
+    monkeypatch.setattr(PluginTrainer, "fit", spy)
     pipe = make_pipeline(cfg, llmser_llm="none")
     pipe.data = P.PipelineData(pipe.config)
     model = pipe.new_backbone()

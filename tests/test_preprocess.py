@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from recbole_sada.config import build_config
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.preprocess import run_preprocess
 from recbole_sada.preprocess.build import (
     build_semantic_features,
@@ -172,7 +172,7 @@ def test_clean_value_and_template():
     assert render({"t": "", "y": "", "g": "Drama"}) == "Genres: Drama"
     assert compile_template(None, ["a", "b"])({"a": "x", "b": ""}) == "x"
     for bad in ("{t}[ ({y})", "{t}] x", "{t}[[{y}]]", "{nope}"):
-        with pytest.raises(SADAInputError) as excinfo:
+        with pytest.raises(InputError) as excinfo:
             compile_template(bad, ["t", "y"])
         one_line_error(excinfo, "item_text_template")
 
@@ -262,7 +262,7 @@ def test_kmeans_is_deterministic_with_its_seed():
     b, db = cluster_users(vectors, 4, seed=7)
     assert (a == b).all() and np.array_equal(da, db)
     assert a[5] == NO_CLUSTER and set(a[a >= 0]) == {0, 1, 2, 3}
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         cluster_users(vectors[:3], 4, seed=7)
     one_line_error(excinfo, "n_clusters")
 
@@ -360,7 +360,7 @@ def test_features_reduced_by_an_older_pca_are_refused(built, encoder, tmp_path):
     record = json.loads(sidecar_path.read_text())
     del record["pca"]["fit_items"]
     sidecar_path.write_text(json.dumps(record))
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         check_sidecar(config)
     one_line_error(excinfo, "PCA", "rebuild")
 
@@ -368,7 +368,7 @@ def test_features_reduced_by_an_older_pca_are_refused(built, encoder, tmp_path):
 # ------------------------------------------------------------------------------ bad input
 def test_missing_item_file(tmp_path):
     write_dataset(tmp_path, with_item=False)
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         run_preprocess(NAME, config_dict=overrides(tmp_path, tmp_path / "c"), log=False)
     one_line_error(excinfo, tmp_path / NAME / f"{NAME}.item")
 
@@ -376,14 +376,14 @@ def test_missing_item_file(tmp_path):
 def test_field_absent_from_item_file(tmp_path):
     write_dataset(tmp_path)
     cfg = overrides(tmp_path, tmp_path / "c", item_text_fields=["title", "plot"])
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         run_preprocess(NAME, config_dict=cfg, log=False)
     one_line_error(excinfo, "'plot'", f"{NAME}.item", "item_text_fields")
 
 
 def test_all_texts_empty(tmp_path):
     write_dataset(tmp_path, blank_titles=True)
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         run_preprocess(NAME, config_dict=overrides(tmp_path, tmp_path / "c"), log=False)
     one_line_error(excinfo, f"{NAME}.item", "empty")
 
@@ -399,7 +399,7 @@ def test_unknown_encoder_backend(tmp_path):
 def test_missing_features_with_building_disabled(built, tmp_path):
     copy_dataset(built[0], tmp_path, features=False)
     config = config_for(tmp_path, built[1], semantic_auto_build=False)
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         ensure_semantic_features(config)
     one_line_error(excinfo, f"{NAME}.itememb", "python -m recbole_sada.preprocess --dataset=tinysem")
 
@@ -407,7 +407,7 @@ def test_missing_features_with_building_disabled(built, tmp_path):
 def test_dimension_mismatch(built):
     root, cache, _, _, _ = built
     config = config_for(root, cache, semantic_dim=16)
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         ensure_semantic_features(config)
     one_line_error(excinfo, f"{NAME}.itememb", "semantic_dim", "384")
 
@@ -420,7 +420,7 @@ def test_feature_ids_the_dataset_lacks(built, tmp_path):
     item_file = feature_paths(config)["item"]
     with open(item_file, "a") as f:
         f.write("zzz\t" + " ".join(["0.5"] * 384) + "\n")
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         load_semantic_features(config, create_dataset(config), log=False)
     one_line_error(excinfo, item_file, "'zzz'")
 
@@ -435,7 +435,7 @@ def test_corrupt_embedding_rows(built, tmp_path):
     token, values, cluster = lines[1].split("\t")
     lines[1] = "\t".join([token, values.rsplit(" ", 1)[0], cluster])
     user_file.write_text("\n".join(lines) + "\n")
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         load_semantic_features(config, create_dataset(config), log=False)
     one_line_error(excinfo, user_file, "lengths")
 
@@ -445,7 +445,7 @@ def test_sidecar_mismatch(built, tmp_path):
     config = config_for(tmp_path, built[1])
     with open(tmp_path / NAME / f"{NAME}.item", "a") as f:
         f.write("i100\tone more title\tdrama\n")  # the data changed after preprocessing
-    with pytest.raises(SADAInputError) as excinfo:
+    with pytest.raises(InputError) as excinfo:
         ensure_semantic_features(config)
     one_line_error(excinfo, f"{NAME}.semantic.json", f"{NAME}.item", "SHA-256",
                    "python -m recbole_sada.preprocess")

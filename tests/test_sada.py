@@ -116,18 +116,18 @@ def test_starts_from_a_backbone_checkpoint(sada_cfg):
     assert sada["trainer"].loss_names == ["loss_main", "loss_ssa", "loss_csa"]  # stage 2 from the start
     assert sada["epochs_run"] == 1
     sada_ckpt = sada["model_file"]
-    from recbole_sada.errors import SADAInputError
+    from recbole_sada.errors import InputError
 
-    with pytest.raises(SADAInputError, match="unexpected parameters"):  # one-line CLI error (exit 2)
+    with pytest.raises(InputError, match="unexpected parameters"):  # one-line CLI error (exit 2)
         run_recbole_sada("BASRecSASRec", "tiny", config_dict={**sada_cfg, "pretrained_path": sada_ckpt, "epochs": 1})
     # the loaded backbone weights are the checkpoint's (checked on a fresh load without training)
     from recbole_sada.quick_start import prepare
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.trainer import PluginTrainer
     from recbole_sada.utils import get_model
 
     config, _, train, _, _ = prepare("SADASASRec", "tiny", config_dict={**sada_cfg, "pretrained_path": ckpt})
     model = get_model("SADASASRec")(config, train._dataset)
-    SADATrainer(config, model)._load_weights(ckpt, "loaded")
+    PluginTrainer(config, model)._load_weights(ckpt, "loaded")
     for k, v in state.items():
         assert torch.equal(model.state_dict()[k], v)
 

@@ -7,7 +7,7 @@ import pytest
 import run_recbole_sada
 from conftest import write_tiny_dataset
 from recbole_sada.data.checks import check_atomic_file
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.semantic.files import read_embedding_file
 
 SMALL = ["--epochs=1", "--hidden_size=16", "--inner_size=32", "--n_layers=1", "--n_heads=1",
@@ -67,10 +67,10 @@ def test_row_with_missing_or_extra_field(root, capsys, row, count):
 def test_empty_timestamp_and_nan_in_float_seq_are_refused(tmp_path):
     path = tmp_path / "x.inter"
     path.write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t\n")
-    with pytest.raises(SADAInputError, match="line 2: empty timestamp"):
+    with pytest.raises(InputError, match="line 2: empty timestamp"):
         check_atomic_file(path, time_field="timestamp")
     path.write_text("item_id:token\temb:float_seq\ni1\t0.1 nan 0.3\n")
-    with pytest.raises(SADAInputError, match="NaN or infinite"):
+    with pytest.raises(InputError, match="NaN or infinite"):
         check_atomic_file(path)
     path.write_text("item_id:token\temb:float_seq\ni1\t0.1 0.2 0.3\n")
     assert check_atomic_file(path) == 1
@@ -79,7 +79,7 @@ def test_empty_timestamp_and_nan_in_float_seq_are_refused(tmp_path):
 def test_itememb_with_nan_is_refused_at_load(tmp_path):
     path = tmp_path / "tiny.itememb"
     path.write_text("item_id:token\titem_emb:float_seq\ni1\t0.1 0.2\ni2\t0.3 NaN\n")
-    with pytest.raises(SADAInputError) as err:
+    with pytest.raises(InputError) as err:
         read_embedding_file(path, "item_id", "item_emb")
     assert "NaN" in str(err.value) and "'i2'" in str(err.value) and "\n" not in str(err.value)
 
@@ -197,9 +197,9 @@ def test_load_data_and_model_refuses_junk(tmp_path):
 
     junk = tmp_path / "x.pth"
     junk.write_text("no")
-    with pytest.raises(SADAInputError, match="is not a checkpoint"):
+    with pytest.raises(InputError, match="is not a checkpoint"):
         load_data_and_model(str(junk))
-    with pytest.raises(SADAInputError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         load_data_and_model(str(tmp_path / "missing.pth"))
 
 

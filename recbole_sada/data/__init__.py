@@ -1,2 +1,2 @@
-from recbole_sada.data.dataset import TARGET_SEQ_FIELD, SADASequentialDataset
+from recbole_sada.data.dataset import TARGET_SEQ_FIELD, PluginSequentialDataset
 from recbole_sada.data.utils import create_dataset, data_preparation

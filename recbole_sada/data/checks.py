@@ -14,7 +14,7 @@ import math
 import re
 from pathlib import Path
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 TYPES = ("token", "token_seq", "float", "float_seq")
 _NOT_FINITE = re.compile(r"(?i)(?<![a-z])(nan|[+-]?inf(inity)?)(?![a-z])")
@@ -25,7 +25,7 @@ def _header(path: Path, line: str, sep: str):
     for part in line.rstrip("\r\n").split(sep):
         name, _, ftype = part.partition(":")
         if ftype not in TYPES:
-            raise SADAInputError(
+            raise InputError(
                 f"{path} line 1: header field {part!r} needs one of the types {', '.join(TYPES)} "
                 f"(e.g. user_id:token, timestamp:float), fields separated by tabs")
         fields.append((name, ftype))
@@ -37,7 +37,7 @@ def check_atomic_file(path, sep: str = "\t", time_field: str | None = None, enco
     """Check an atomic file row by row; returns the number of data rows.
 
     Raises:
-        SADAInputError: bad header, no data rows (``required``), a row with more or fewer fields
+        InputError: bad header, no data rows (``required``), a row with more or fewer fields
         than the header, a float field that is not a number, an empty ``time_field``, NaN or
         infinite values in a float / float_seq field.
     """
@@ -46,7 +46,7 @@ def check_atomic_file(path, sep: str = "\t", time_field: str | None = None, enco
     with open(path, encoding=encoding) as f:
         first = f.readline()
         if not first.strip():
-            raise SADAInputError(f"{path} is empty: its first line must be the header (e.g. user_id:token)")
+            raise InputError(f"{path} is empty: its first line must be the header (e.g. user_id:token)")
         fields = _header(path, first, sep)
         n = len(fields)
         floats = [(i, name) for i, (name, t) in enumerate(fields) if t == "float"]
@@ -57,30 +57,30 @@ def check_atomic_file(path, sep: str = "\t", time_field: str | None = None, enco
                 continue
             values = line.split(sep)
             if len(values) != n:
-                raise SADAInputError(
+                raise InputError(
                     f"{path} line {number} has {len(values)} fields, the header has {n} "
                     f"({', '.join(name for name, _ in fields)}): a missing or extra tab? fix or remove the line")
             for i, name in floats:
                 value = values[i].strip()
                 if not value:
                     if name == time_field:
-                        raise SADAInputError(f"{path} line {number}: empty {name}; every interaction needs a time")
+                        raise InputError(f"{path} line {number}: empty {name}; every interaction needs a time")
                     continue
                 try:
                     number_value = float(value)
                 except ValueError:
-                    raise SADAInputError(
+                    raise InputError(
                         f"{path} line {number}: {name} is {value[:40]!r}, not a number (a float field; "
                         f"convert it, e.g. dates to Unix seconds)") from None
                 if not math.isfinite(number_value):
-                    raise SADAInputError(f"{path} line {number}: {name} is {value!r}; values must be finite")
+                    raise InputError(f"{path} line {number}: {name} is {value!r}; values must be finite")
             for i, name in float_seqs:
                 if _NOT_FINITE.search(values[i]):
-                    raise SADAInputError(
+                    raise InputError(
                         f"{path} line {number}: {name} holds NaN or infinite values; rebuild or fix the file")
             rows += 1
     if required and rows == 0:
-        raise SADAInputError(f"{path} has a header but no rows; add its interactions (one per line)")
+        raise InputError(f"{path} has a header but no rows; add its interactions (one per line)")
     return rows
 
 

@@ -20,7 +20,7 @@ from recbole.utils import FeatureSource, FeatureType
 TARGET_SEQ_FIELD = "target_item_list"
 
 
-class SADASequentialDataset(SequentialDataset):
+class PluginSequentialDataset(SequentialDataset):
     """RecBole's :class:`SequentialDataset` whose train split follows ``train_mode``; atomic
     files are checked row by row before RecBole reads them (:mod:`recbole_sada.data.checks`), and
     exactly repeated interactions are counted in a warning."""
@@ -78,6 +78,10 @@ class SADASequentialDataset(SequentialDataset):
         if (self.config["train_mode"] or "prefix") == "sequence":
             datasets[0] = to_sequence_mode(datasets[0])
         return datasets
+
+
+#: the earlier name (kept: a dataset pickled with ``save_dataset`` refers to it)
+SADASequentialDataset = PluginSequentialDataset
 
 
 def semantic_features(dataset):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.fileio import atomic_path, atomic_write_text, file_sha256  # noqa: F401 (re-exported)
 
 AUG_SUFFIX = "aug"
@@ -79,17 +79,17 @@ def read_aug(path, uid_field, make_hint):
         is the sidecar dict (empty when there is none).
 
     Raises:
-        SADAInputError: one line naming the file, the problem and ``make_hint``.
+        InputError: one line naming the file, the problem and ``make_hint``.
     """
     path = Path(path)
     if not path.is_file():
-        raise SADAInputError(f"LLMSeR needs the pseudo-item file {path}, which is missing; make it with: {make_hint}")
+        raise InputError(f"LLMSeR needs the pseudo-item file {path}, which is missing; make it with: {make_hint}")
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\r\n").split("\t")
         names = [h.partition(":")[0] for h in header]
         expected = [uid_field, PSEUDO_FIELD, RELIABILITY_FIELD]
         if names != expected:
-            raise SADAInputError(
+            raise InputError(
                 f"{path}: header {header} is not {expected} (with :token, :token_seq, :float); "
                 f"remake it with: {make_hint}"
             )
@@ -106,7 +106,7 @@ def read_aug(path, uid_field, make_hint):
                 if not 0.0 <= omega <= 1.0:
                     raise ValueError(f"reliability {omega} outside [0, 1]")
             except ValueError as exc:
-                raise SADAInputError(f"{path}:{lineno}: malformed row ({exc}); remake it with: {make_hint}") from None
+                raise InputError(f"{path}:{lineno}: malformed row ({exc}); remake it with: {make_hint}") from None
             rows.append((parts[0], parts[1].split(), omega))
     meta = {}
     side = sidecar_path(path)
@@ -114,7 +114,7 @@ def read_aug(path, uid_field, make_hint):
         try:
             meta = json.loads(side.read_text())
         except json.JSONDecodeError:
-            raise SADAInputError(f"{side} is not valid JSON; remake it with: {make_hint}") from None
+            raise InputError(f"{side} is not valid JSON; remake it with: {make_hint}") from None
     return rows, meta
 
 
@@ -150,11 +150,11 @@ def load_pseudo_items(config, dataset, backbone):
     user_token = dataset.field2id_token[uid_field]
     inter = Path(config["data_path"]) / f"{config['dataset']}.inter"
     if meta.get("inter_sha256") and inter.is_file() and meta["inter_sha256"] != file_sha256(inter):
-        raise SADAInputError(f"{path} was made from another version of {inter} (its SHA-256 differs); remake it with: {hint}")
+        raise InputError(f"{path} was made from another version of {inter} (its SHA-256 differs); remake it with: {hint}")
     if meta.get("sequences_sha256"):
         current = sequences_sha256([user_token[u] for u in uids], [[item_token[i] for i in s] for s in seqs])
         if meta["sequences_sha256"] != current:
-            raise SADAInputError(
+            raise InputError(
                 f"{path} was made from other training sequences (different filtering or split options); remake it with: {hint}"
             )
     user_id = dataset.field2token_id[uid_field]
@@ -168,11 +168,11 @@ def load_pseudo_items(config, dataset, backbone):
     for user, items, w in rows:
         u = user_id.get(user)
         if u is None:
-            raise SADAInputError(f"{path}: user '{user}' is not in dataset '{config['dataset']}'; remake it with: {hint}")
+            raise InputError(f"{path}: user '{user}' is not in dataset '{config['dataset']}'; remake it with: {hint}")
         try:
             ids = [item_id[i] for i in items]
         except KeyError as exc:
-            raise SADAInputError(
+            raise InputError(
                 f"{path}: item '{exc.args[0]}' of user '{user}' is not in dataset '{config['dataset']}'; remake it with: {hint}"
             ) from None
         pseudo[u, : len(ids)] = ids
@@ -181,7 +181,7 @@ def load_pseudo_items(config, dataset, backbone):
         seen[u] = True
     missing = [user_token[u] for u in uids if not seen[u]]
     if missing:
-        raise SADAInputError(
+        raise InputError(
             f"{path} has no row for {len(missing)} of the {len(uids)} users with training data (e.g. "
             f"'{missing[0]}'); remake it with: {hint}"
         )

@@ -71,13 +71,13 @@ class SequenceBatches:
 
 def fit_backbone(model, seqs, epochs, config, desc, show_progress, dataset=None):
     """Train ``model`` for ``epochs`` on sequence-mode samples of ``seqs`` through the plugin's
-    trainer (:class:`~recbole_sada.trainer.SADATrainer`: RecBole's optimiser and loop, named
+    trainer (:class:`~recbole_sada.trainer.PluginTrainer`: RecBole's optimiser and loop, named
     losses), one stage, no validation data, no checkpoint written (the caller saves the weights).
 
     ``dataset``: the RecBole dataset the model was built on (RecBole's evaluator collects item
     and user counts from it).  Returns the mean batch loss of the last epoch (None without epochs
     or samples)."""
-    from recbole_sada.trainer import SADATrainer
+    from recbole_sada.trainer import PluginTrainer
 
     batches = SequenceBatches(model, seqs, config["MAX_ITEM_LIST_LENGTH"], config["train_batch_size"],
                               config["seed"], dataset)
@@ -85,7 +85,7 @@ def fit_backbone(model, seqs, epochs, config, desc, show_progress, dataset=None)
         model.eval()
         return None
     model.train_mode = "sequence"
-    trainer = SADATrainer(config, model)
+    trainer = PluginTrainer(config, model)
     # the pipeline's own budget: ``ccg_epochs`` / ``rcs_epochs`` epochs of the plain loss, from scratch
     trainer.stage1_epochs, trainer.pretrained_path, trainer.epochs = 0, None, int(epochs)
     if show_progress:

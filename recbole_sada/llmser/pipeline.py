@@ -28,7 +28,7 @@ Choices where the paper leaves room (all documented in ``results/llmser.md`` too
   be proposed when other users trained on it, as a deployed system would).  Earlier versions
   excluded each user's own valid/test items, a mild label peek; results made with them say so.
 * **In-memory training.**  CCG and RCS are the plugin backbone (``get_model``) trained by the
-  plugin's trainer (``SADATrainer``, RecBole's optimiser and loop) on batches built from those
+  plugin's trainer (``PluginTrainer``, RecBole's optimiser and loop) on batches built from those
   sequences in memory, in the item id space of the dataset itself (no temporary atomic files, no
   id re-mapping; :mod:`recbole_sada.llmser.backbone`).  One sample per user as in ``train_mode:
   sequence``: input ``s[:-1]``, targets ``s[1:]`` of the last ``MAX_ITEM_LIST_LENGTH + 1``
@@ -75,7 +75,7 @@ from recbole.utils import init_seed
 from recbole_sada.config import PROPERTIES_DIR, RECBOLE_PROPERTIES_DIR, build_config, data_root, model_layers
 from recbole_sada.data import create_dataset
 from recbole_sada.data.dataset import training_sequences
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.fileio import atomic_path, file_sha256
 from recbole_sada.llmser import arv, ccg, prompts, snf
 from recbole_sada.llmser.augfile import default_aug_path, sequences_sha256, write_aug
@@ -115,7 +115,7 @@ class Settings:
     def from_config(cls, config):
         def need(key):
             if key not in config:
-                raise SADAInputError(f"config key {key} is missing (its default is in properties/model/LLMSeR.yaml)")
+                raise InputError(f"config key {key} is missing (its default is in properties/model/LLMSeR.yaml)")
             return config[key]
 
         def integer(key, minimum, allow_none=False):
@@ -123,21 +123,21 @@ class Settings:
             if value is None and allow_none:
                 return None
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise SADAInputError(f"config key {key} must be an integer >= {minimum}, got {value!r}")
+                raise InputError(f"config key {key} must be an integer >= {minimum}, got {value!r}")
             return int(value)
 
         def flag(key):
             value = need(key)
             if not isinstance(value, bool):
-                raise SADAInputError(f"config key {key} must be True or False, got {value!r}")
+                raise InputError(f"config key {key} must be True or False, got {value!r}")
             return value
 
         llm = str(config["llmser_llm"] or config["llm_backend"] or "transformers").lower()
         if llm not in LLM_CHOICES:
-            raise SADAInputError(f"--llm must be one of {', '.join(LLM_CHOICES)}, got {llm!r}")
+            raise InputError(f"--llm must be one of {', '.join(LLM_CHOICES)}, got {llm!r}")
         order = str(need("llm_users"))
         if order not in ("shortest", "random"):
-            raise SADAInputError(f"config key llm_users must be 'shortest' or 'random', got {order!r}")
+            raise InputError(f"config key llm_users must be 'shortest' or 'random', got {order!r}")
         s = cls(
             n_candidates=integer("n_candidates", 1),
             n_pseudo=integer("n_pseudo", 1),
@@ -156,7 +156,7 @@ class Settings:
             llm_item_noun=str(need("llm_item_noun")),
         )
         if s.n_pseudo > s.n_candidates:
-            raise SADAInputError(f"n_pseudo ({s.n_pseudo}) cannot exceed n_candidates ({s.n_candidates})")
+            raise InputError(f"n_pseudo ({s.n_pseudo}) cannot exceed n_candidates ({s.n_candidates})")
         return s
 
 

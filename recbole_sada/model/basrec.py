@@ -64,7 +64,7 @@ import torch
 
 from recbole_sada.data.dataset import training_sequences
 from recbole_sada.evaluation.relevance import augmentation_similarity
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model import augment as A
 from recbole_sada.model.item_similarity import CooccurrenceSimilarity
 
@@ -86,7 +86,7 @@ class BASRecMixin:
         self.alpha = float(config["alpha"])
         self.rate_min, self.rate_max = float(config["rate_min"]), float(config["rate_max"])
         if not 0.0 <= self.rate_min <= self.rate_max <= 1.0:
-            raise SADAInputError(
+            raise InputError(
                 f"need 0 <= rate_min <= rate_max <= 1, got rate_min={self.rate_min}, rate_max={self.rate_max}"
                 " (set --rate_min / --rate_max)"
             )
@@ -95,26 +95,26 @@ class BASRecMixin:
         self.aug_reduce = config["aug_reduce"]
         self.single_batched = bool(config["single_batched"])
         if self.aug_reduce not in ("mean", "sum"):
-            raise SADAInputError(f"aug_reduce must be 'mean' or 'sum', got {self.aug_reduce!r} (--aug_reduce=mean)")
+            raise InputError(f"aug_reduce must be 'mean' or 'sum', got {self.aug_reduce!r} (--aug_reduce=mean)")
         self.aug_rounding = config["aug_rounding"]
         if self.aug_rounding not in A.ROUNDINGS:
-            raise SADAInputError(f"aug_rounding must be one of {A.ROUNDINGS}, got {self.aug_rounding!r} (--aug_rounding=ceil)")
+            raise InputError(f"aug_rounding must be one of {A.ROUNDINGS}, got {self.aug_rounding!r} (--aug_rounding=ceil)")
         if min(self.n_single_views, self.n_item_mixes, self.n_feature_mixes) < 0:
-            raise SADAInputError("n_single_views, n_item_mixes and n_feature_mixes must be >= 0")
+            raise InputError("n_single_views, n_item_mixes and n_feature_mixes must be >= 0")
         self.use_single = bool(config["use_single"])
         self.use_alw = bool(config["use_alw"])
         self.alw_norm = config["alw_norm"]
         if self.alw_norm not in ("minmax", "log_minmax", "batch_sum"):
-            raise SADAInputError(f"alw_norm must be minmax, log_minmax or batch_sum, got {self.alw_norm!r} (--alw_norm=log_minmax)")
+            raise InputError(f"alw_norm must be minmax, log_minmax or batch_sum, got {self.alw_norm!r} (--alw_norm=log_minmax)")
         self.use_cross = bool(config["use_cross"])
         self.nonlinear = bool(config["nonlinear"])
         self.single_ops = list(config["single_ops"])
         self.single_mode = config["single_mode"]
         if self.single_mode not in ("all", "sample"):
-            raise SADAInputError(f"single_mode must be 'all' or 'sample', got {self.single_mode!r} (--single_mode=all)")
+            raise InputError(f"single_mode must be 'all' or 'sample', got {self.single_mode!r} (--single_mode=all)")
         unknown_ops = [op for op in self.single_ops if op not in ("reorder", "substitute")]
         if unknown_ops:
-            raise SADAInputError(f"single_ops: unknown operator(s) {unknown_ops}; use [reorder, substitute] or a subset")
+            raise InputError(f"single_ops: unknown operator(s) {unknown_ops}; use [reorder, substitute] or a subset")
         self.substitute_topk = int(config["substitute_topk"])
         self._similarity = {}
         # training sequences of the train split only (valid/test items never enter)

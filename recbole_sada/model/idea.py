@@ -24,7 +24,7 @@ sequence in three steps:
    the squared gradient of ``R_e`` with respect to a dummy scale on the scores, at 1: IRMv1).
 
 **Alternating training** (through the plugin's trainer, no second loop).  The generators are an
-*adversary*: per training batch, :class:`recbole_sada.trainer.SADATrainer` first takes one step of
+*adversary*: per training batch, :class:`recbole_sada.trainer.PluginTrainer` first takes one step of
 a separate optimiser over :meth:`adversary_parameters` that *maximises* ``P`` (environments on
 which the recommender's risk differs most), then the usual step of the recommender (every other
 parameter) on ``loss`` with the masks fixed.  The adversary's parameters are outside the main
@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 PENALTIES = ("vrex", "irmv1")
 
@@ -62,7 +62,7 @@ def gumbel_sigmoid_mask(logits, temp, noise=True):
     ``noise=False`` gives the deterministic ``sigmoid(logits / temp)`` (used at no point of
     training; for inspection and tests)."""
     if temp <= 0:
-        raise SADAInputError(f"gumbel_temp must be > 0, got {temp}")
+        raise InputError(f"gumbel_temp must be > 0, got {temp}")
     if noise:
         u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
         logits = logits + torch.log(u) - torch.log1p(-u)
@@ -136,10 +136,10 @@ class IDEAMixin:
             try:
                 value = kind(value)
             except (TypeError, ValueError):
-                raise SADAInputError(f"{key} must be a number, got {config[key]!r} (set --{key}=<number>; "
+                raise InputError(f"{key} must be a number, got {config[key]!r} (set --{key}=<number>; "
                                      f"defaults in properties/model/IDEA.yaml)") from None
             if value < low or (strict and value == low):
-                raise SADAInputError(f"{key} must be {'>' if strict else '>='} {low}, got {value} (set --{key}=<number>; "
+                raise InputError(f"{key} must be {'>' if strict else '>='} {low}, got {value} (set --{key}=<number>; "
                                      f"defaults in properties/model/IDEA.yaml)")
             return value
 
@@ -150,14 +150,14 @@ class IDEAMixin:
         self.invariance_weight = number("invariance_weight", 0.0)
         self.keep_min = number("keep_min", 0.0)
         if self.keep_min > 1:
-            raise SADAInputError(f"keep_min must be in [0, 1], got {self.keep_min} (--keep_min=0.5)")
+            raise InputError(f"keep_min must be in [0, 1], got {self.keep_min} (--keep_min=0.5)")
         self.keep_weight = number("keep_weight", 0.0)
         self.include_original = bool(config["include_original"])
         self.invariance = config["invariance"]
         if self.invariance not in PENALTIES:
-            raise SADAInputError(f"invariance must be one of {PENALTIES}, got {self.invariance!r} (--invariance=vrex)")
+            raise InputError(f"invariance must be one of {PENALTIES}, got {self.invariance!r} (--invariance=vrex)")
         if self.n_env + int(self.include_original) < 2:
-            raise SADAInputError("IDEA needs at least two environments: n_env >= 2, or n_env 1 with include_original: True")
+            raise InputError("IDEA needs at least two environments: n_env >= 2, or n_env 1 with include_original: True")
         hidden = number("generator_hidden", 1, int)
         self.env_generator = EnvironmentGenerator(self.item_embedding.embedding_dim, self.n_subseq, hidden)
         self._stats = {"penalty": 0.0, "keep": 0.0, "n": 0}

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from recbole_sada.compat import load_checkpoint
 from recbole_sada.data.dataset import semantic_features
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 ALIGN_LOSSES = ("soft", "infonce")
 
@@ -83,15 +83,15 @@ class LLMEmbRATMixin:
         super().__init__(config, dataset)
         self.align_weight = float(config["align_weight"])
         if not self.align_weight >= 0:
-            raise SADAInputError(f"align_weight must be >= 0, got {config['align_weight']} (--align_weight=0.01)")
+            raise InputError(f"align_weight must be >= 0, got {config['align_weight']} (--align_weight=0.01)")
         self.align_tau = float(config["align_tau"])
         if not self.align_tau > 0:
-            raise SADAInputError(f"align_tau must be > 0, got {config['align_tau']} (--align_tau=2)")
+            raise InputError(f"align_tau must be > 0, got {config['align_tau']} (--align_tau=2)")
         self.align_loss = config["align_loss"]
         if self.align_loss not in ALIGN_LOSSES:
-            raise SADAInputError(f"align_loss must be one of {ALIGN_LOSSES}, got {self.align_loss!r} (--align_loss=soft)")
+            raise InputError(f"align_loss must be one of {ALIGN_LOSSES}, got {self.align_loss!r} (--align_loss=soft)")
         if self.align_weight > 0 and not config["pretrained_path"]:
-            raise SADAInputError(
+            raise InputError(
                 f"{type(self).__name__} aligns its item table to a trained backbone's: give that backbone's "
                 f"checkpoint, e.g. --pretrained_path=saved/SASRec-<date>.pth (train it first with "
                 f"--model={self.backbone_name}; benchmarks/run_table.py --pretrain_from_first does both), "
@@ -112,17 +112,17 @@ class LLMEmbRATMixin:
         try:
             checkpoint = load_checkpoint(path, map_location="cpu")
         except Exception as exc:  # not a torch file
-            raise SADAInputError(f"pretrained_path {path} is not a checkpoint ({type(exc).__name__})") from None
+            raise InputError(f"pretrained_path {path} is not a checkpoint ({type(exc).__name__})") from None
         state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
         table = state.get("item_embedding.weight")
         if table is None:
-            raise SADAInputError(f"pretrained_path {path} has no item_embedding.weight: give a trained backbone's checkpoint")
+            raise InputError(f"pretrained_path {path} has no item_embedding.weight: give a trained backbone's checkpoint")
         saved = (checkpoint.get("other_parameter") or {}).get("dataset_fingerprint")
         if saved is not None and saved != self.dataset_fingerprint:
-            raise SADAInputError(f"pretrained_path {path} was trained on other data (its item id map differs)")
+            raise InputError(f"pretrained_path {path} was trained on other data (its item id map differs)")
         table = table[: self.n_items]
         if tuple(table.shape) != tuple(self.alignment_target.shape):
-            raise SADAInputError(
+            raise InputError(
                 f"pretrained_path {path}: its item table is {list(table.shape)}, this model's {list(self.alignment_target.shape)}; "
                 f"train the backbone with the same embedding width on the same data")
         with torch.no_grad():
@@ -159,7 +159,7 @@ class LLMEmbRATMixin:
     def alignment_loss(self, items):
         """The alignment term over the distinct items ``items`` (1-D, no padding)."""
         if not self.has_alignment_target:
-            raise SADAInputError(f"{type(self).__name__}: no alignment target loaded (pretrained_path)")
+            raise InputError(f"{type(self).__name__}: no alignment target loaded (pretrained_path)")
         X, Y = self.semantic_vectors(items), self.alignment_target[items]
         fn = soft_alignment_loss if self.align_loss == "soft" else infonce_alignment_loss
         return fn(X, Y, self.align_tau)

@@ -53,7 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_sada.data.dataset import semantic_features, training_sequences
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model.backbones.grouping import gather_last
 
 USER_SIM_FUNCS = ("kd",)
@@ -116,7 +116,7 @@ class CausalCrossAttention(nn.Module):
     def __init__(self, hidden, n_heads):
         super().__init__()
         if hidden % n_heads:
-            raise SADAInputError(f"cross_att_heads ({n_heads}) must divide embedding_size ({hidden})")
+            raise InputError(f"cross_att_heads ({n_heads}) must divide embedding_size ({hidden})")
         self.n_heads, self.head = n_heads, hidden // n_heads
         self.q = nn.Linear(hidden, hidden, bias=False)
         self.k = nn.Linear(hidden, hidden, bias=False)
@@ -154,21 +154,21 @@ class LLMESRMixin:
         self.USER_ID = config["USER_ID_FIELD"]
         self.distill_weight = float(config["distill_weight"])
         if not self.distill_weight >= 0:
-            raise SADAInputError(f"distill_weight must be >= 0, got {self.distill_weight} (--distill_weight=0.1)")
+            raise InputError(f"distill_weight must be >= 0, got {self.distill_weight} (--distill_weight=0.1)")
         self.use_distill = bool(config["use_distill"])
         self.user_sim_func = config["user_sim_func"]
         if self.user_sim_func not in USER_SIM_FUNCS:
-            raise SADAInputError(f"user_sim_func must be one of {USER_SIM_FUNCS}, got {self.user_sim_func!r} (--user_sim_func=kd)")
+            raise InputError(f"user_sim_func must be one of {USER_SIM_FUNCS}, got {self.user_sim_func!r} (--user_sim_func=kd)")
         self.sim_user_num = int(config["sim_user_num"])
         if self.sim_user_num < 1:
-            raise SADAInputError(f"sim_user_num must be >= 1, got {self.sim_user_num} (--sim_user_num=10)")
+            raise InputError(f"sim_user_num must be >= 1, got {self.sim_user_num} (--sim_user_num=10)")
         self.distill_teacher = config["distill_teacher"]
         if self.distill_teacher not in TEACHERS:
-            raise SADAInputError(f"distill_teacher must be one of {TEACHERS}, got {self.distill_teacher!r} (--distill_teacher=batch)")
+            raise InputError(f"distill_teacher must be one of {TEACHERS}, got {self.distill_teacher!r} (--distill_teacher=batch)")
         self._teacher_cache = None
         id_init = config["id_init"]
         if id_init not in ID_INITS:
-            raise SADAInputError(f"id_init must be one of {ID_INITS}, got {id_init!r} (--id_init=pca)")
+            raise InputError(f"id_init must be one of {ID_INITS}, got {id_init!r} (--id_init=pca)")
         feats = semantic_features(dataset)  # built before the dataset by prepare(); read from the dataset
         hidden = self.item_embedding.embedding_dim
         sem = feats.item_semantic.float()

@@ -44,7 +44,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD, pseudo_items
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 
 def channel_weights(omega, train_len, beta, tail_threshold, use_weight=True):
@@ -102,7 +102,7 @@ class LLMSeRMixin:
         self.use_weight = bool(config["use_weight"])
         self.augment_eval = bool(config["augment_eval"])
         if not 0.0 <= self.beta <= 1.0:
-            raise SADAInputError(f"config key beta must be in [0, 1], got {self.beta}")
+            raise InputError(f"config key beta must be in [0, 1], got {self.beta}")
         # read from the dataset (the .aug file, checked against its training sequences, once per dataset)
         pseudo, pseudo_len, omega, train_len = pseudo_items(dataset, self.backbone_name)
         alpha = channel_weights(omega, train_len, self.beta, self.tail_threshold, self.use_weight)

@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 
 from recbole_sada.data.dataset import semantic_features
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model import augment as A
 from recbole_sada.model.basrec import BASRecMixin
 from recbole_sada.model.item_similarity import BLEND_MODES, BlendedSimilarity, EmbeddingCosineSimilarity
@@ -151,17 +151,17 @@ class SADAMixin(BASRecMixin):
         self.use_fusion = bool(config["use_fusion"])
         self.fusion_gate = config["fusion_gate"]
         if self.fusion_gate not in FUSION_GATES:
-            raise SADAInputError(f"fusion_gate must be one of {FUSION_GATES}, got '{self.fusion_gate}' (--fusion_gate=popularity)")
+            raise InputError(f"fusion_gate must be one of {FUSION_GATES}, got '{self.fusion_gate}' (--fusion_gate=popularity)")
         self.fusion_output = config["fusion_output"]
         if self.fusion_output not in ("fused", "id"):
-            raise SADAInputError(f"fusion_output must be 'fused' or 'id', got '{self.fusion_output}' (--fusion_output=fused)")
+            raise InputError(f"fusion_output must be 'fused' or 'id', got '{self.fusion_output}' (--fusion_output=fused)")
         self.use_cluster_pairing = bool(config["use_cluster_pairing"])
         self.use_adaptive_mix = bool(config["use_adaptive_mix"])
         self.relevance_mode = config["relevance_mode"]
         self.substitute_semantic_weight = float(config["substitute_semantic_weight"])
         self.substitute_blend = config["substitute_blend"] or "rank"
         if self.substitute_blend not in BLEND_MODES:
-            raise SADAInputError(f"substitute_blend must be one of {BLEND_MODES}, got {self.substitute_blend!r} (--substitute_blend=rank)")
+            raise InputError(f"substitute_blend must be one of {BLEND_MODES}, got {self.substitute_blend!r} (--substitute_blend=rank)")
         feats = semantic_features(dataset)  # built before the dataset by prepare(); read from the dataset
         self.register_buffer("item_semantic", feats.item_semantic.float(), persistent=False)
         self.register_buffer("user_cluster", feats.user_cluster.long(), persistent=False)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_sada.config import data_root, packaged_dataset_dir
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.fileio import atomic_path
 from recbole_sada.preprocess.text import item_texts, iter_user_texts, read_item_table
 from recbole_sada.semantic.files import (
@@ -188,7 +188,7 @@ def reduce_dim(items: np.ndarray, users: np.ndarray, dim: int | None, seed: int,
     fit = item_rows if fit_rows is None else item_rows & np.asarray(fit_rows, dtype=bool)
     limit = min(items.shape[1], int(fit.sum()))
     if dim > limit:
-        raise SADAInputError(
+        raise InputError(
             f"semantic_dim {dim} is larger than the encoder size {items.shape[1]} or the "
             f"{int(fit.sum())} training items with text in {item_path}; set semantic_dim <= {limit}")
     pca = PCA(n_components=dim, svd_solver="full", random_state=seed).fit(items[fit])
@@ -214,7 +214,7 @@ def cluster_users(vectors: np.ndarray, n_clusters: int, seed: int, users_path=No
 
     rows = vectors.any(axis=1)
     if rows.sum() < n_clusters:
-        raise SADAInputError(
+        raise InputError(
             f"n_clusters is {n_clusters} but only {int(rows.sum())} users have training text"
             f"{f' for {users_path}' if users_path else ''}; lower n_clusters")
     kmeans = KMeans(n_clusters=n_clusters, n_init=KMEANS_N_INIT, random_state=seed)
@@ -277,7 +277,7 @@ def build_semantic_features(config, log: bool = True, show_progress: bool | None
         (texts, cache hits, model calls of this build) and ``paths``.
 
     Raises:
-        SADAInputError: missing ``.item`` file or field, all item texts empty, bad settings,
+        InputError: missing ``.item`` file or field, all item texts empty, bad settings,
         unknown encoder backend, too few users for ``n_clusters``.
     """
     from tqdm.auto import tqdm
@@ -313,7 +313,7 @@ def build_semantic_features(config, log: bool = True, show_progress: bool | None
     missing_rows = sum(t not in text_of for t in item_tokens)
     empty = sum(1 for t in texts if not t)
     if empty == len(texts):
-        raise SADAInputError(
+        raise InputError(
             f"every item text is empty: the fields {', '.join(fields)} of {files['item']} are blank "
             f"for all {len(texts)} items of the dataset; choose other item_text_fields")
     unused_rows = len(set(text_of) - set(item_tokens))

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 USER_TEXT_SEPARATOR = "; "
 _TEXT_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -60,12 +60,12 @@ def read_item_table(path, id_field: str, fields: Sequence[str] | None) -> ItemTa
     Values are read verbatim (no quote processing, empty cells stay empty).
 
     Raises:
-        SADAInputError: the file is missing, its header is malformed, it lacks the id field or a
+        InputError: the file is missing, its header is malformed, it lacks the id field or a
         requested field.
     """
     path = Path(path)
     if not path.is_file():
-        raise SADAInputError(
+        raise InputError(
             f"item text needs the atomic item file {path}, which is missing; add it (item_id:token "
             "plus text fields such as title:token) or build the dataset with its metadata"
         )
@@ -75,13 +75,13 @@ def read_item_table(path, id_field: str, fields: Sequence[str] | None) -> ItemTa
     for column in header:
         name, sep, kind = column.partition(":")
         if not sep or not name or kind not in _TEXT_TYPES:
-            raise SADAInputError(
+            raise InputError(
                 f"{path}: header field '{column}' is not name:type with type one of "
                 f"{', '.join(_TEXT_TYPES)}"
             )
         types[name] = kind
     if id_field not in types:
-        raise SADAInputError(
+        raise InputError(
             f"{path} has no '{id_field}' field (header: {', '.join(types)}); the item id field "
             "is ITEM_ID_FIELD"
         )
@@ -90,7 +90,7 @@ def read_item_table(path, id_field: str, fields: Sequence[str] | None) -> ItemTa
         fields = [n for n in types if n != id_field]
     missing = [f for f in fields if f not in types]
     if missing:
-        raise SADAInputError(
+        raise InputError(
             f"item_text_fields: {', '.join(map(repr, missing))} not in {path} "
             f"(fields there: {', '.join(n for n in types if n != id_field)}); fix item_text_fields"
         )
@@ -189,7 +189,7 @@ def compile_template(template: str | None, fields: Sequence[str]) -> Callable[[d
     """A function ``values -> text`` for ``item_text_template`` (see the module docstring).
 
     Raises:
-        SADAInputError: unbalanced brackets, or a placeholder that is not in ``item_text_fields``.
+        InputError: unbalanced brackets, or a placeholder that is not in ``item_text_fields``.
     """
     fields = list(fields)
     if template is None:
@@ -202,15 +202,15 @@ def compile_template(template: str | None, fields: Sequence[str]) -> Callable[[d
         try:
             parsed = list(string.Formatter().parse(literal_or_group))
         except ValueError as exc:
-            raise SADAInputError(f"item_text_template {template!r} is malformed: {exc}") from None
+            raise InputError(f"item_text_template {template!r} is malformed: {exc}") from None
         for literal, name, spec, conversion in parsed:
             if name is not None and (spec or conversion or name not in fields):
                 if name not in fields:
-                    raise SADAInputError(
+                    raise InputError(
                         f"item_text_template uses {{{name}}}, which is not in item_text_fields "
                         f"({', '.join(fields)}); add it there or fix the template"
                     )
-                raise SADAInputError(
+                raise InputError(
                     f"item_text_template: write {{{name}}} without format spec or conversion"
                 )
             pieces.append((literal, name))
@@ -243,18 +243,18 @@ def _split_optional(template: str) -> list:
     for char in template:
         if char == "[":
             if depth:
-                raise SADAInputError(f"item_text_template {template!r}: brackets [ ] cannot nest")
+                raise InputError(f"item_text_template {template!r}: brackets [ ] cannot nest")
             parts.append(("".join(current), False))
             current, depth = [], 1
         elif char == "]":
             if not depth:
-                raise SADAInputError(f"item_text_template {template!r}: ']' without '['")
+                raise InputError(f"item_text_template {template!r}: ']' without '['")
             parts.append(("".join(current), True))
             current, depth = [], 0
         else:
             current.append(char)
     if depth:
-        raise SADAInputError(f"item_text_template {template!r}: '[' without ']'")
+        raise InputError(f"item_text_template {template!r}: '[' without ']'")
     parts.append(("".join(current), False))
     return [p for p in parts if p[0]]
 

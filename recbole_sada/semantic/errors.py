@@ -1,8 +1,8 @@
 """Error type raised by the semantic backends."""
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 
-class SemanticError(SADAInputError):
+class SemanticError(InputError):
     """A problem with an encoder, a chat LLM, the cache or their configuration.
 
     Every message is a single line that names the offending config key, file or

@@ -45,7 +45,7 @@ import torch
 import yaml
 
 from recbole_sada.config import PROPERTIES_DIR, data_root
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.fileio import file_sha256 as _file_sha256
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def semantic_settings(config: Any = None) -> dict:
     """Feature settings: ``properties/semantic.yaml`` overlaid by the non-null values of ``config``.
 
     Raises:
-        SADAInputError: a value of the wrong type or range (one line naming the key).
+        InputError: a value of the wrong type or range (one line naming the key).
     """
     merged = semantic_defaults()
     for key in list(merged):
@@ -93,7 +93,7 @@ def semantic_settings(config: Any = None) -> dict:
 def _as_int(settings: dict, key: str, minimum: int) -> None:
     value = settings[key]
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise SADAInputError(f"config key {key} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"config key {key} must be an integer >= {minimum}, got {value!r}")
     settings[key] = int(value)
 
 
@@ -105,20 +105,20 @@ def _validate(settings: dict) -> dict:
     if fields is not None:
         if not isinstance(fields, (list, tuple)) or not fields or not all(
                 isinstance(f, str) and f for f in fields):
-            raise SADAInputError(
+            raise InputError(
                 f"config key item_text_fields must be a non-empty list of .item field names, got {fields!r}")
         fields = list(dict.fromkeys(fields))
     settings["item_text_fields"] = fields
     template = settings.get("item_text_template")
     if template is not None and not isinstance(template, str):
-        raise SADAInputError(f"config key item_text_template must be a string, got {template!r}")
+        raise InputError(f"config key item_text_template must be a string, got {template!r}")
     _as_int(settings, "user_text_max_items", 1)
     _as_int(settings, "n_clusters", 2)
     _as_int(settings, "cluster_seed", 0)
     if settings.get("semantic_dim") is not None:
         _as_int(settings, "semantic_dim", 1)
     if not isinstance(settings.get("semantic_auto_build"), bool):
-        raise SADAInputError(
+        raise InputError(
             f"config key semantic_auto_build must be True or False, got {settings.get('semantic_auto_build')!r}")
     return settings
 
@@ -163,7 +163,7 @@ def read_embedding_file(path, id_field: str, value_field: str, extra_field: str 
         (tokens, matrix, extra): ``list[str]``, ``(n, d)`` float32 array, ``list[str]`` or None.
 
     Raises:
-        SADAInputError: missing file, wrong header, rows of unequal length, non-numbers, NaN or inf.
+        InputError: missing file, wrong header, rows of unequal length, non-numbers, NaN or inf.
     """
     import pandas as pd
 
@@ -174,7 +174,7 @@ def read_embedding_file(path, id_field: str, value_field: str, extra_field: str 
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\r\n").split("\t")
     if header != expected:
-        raise SADAInputError(
+        raise InputError(
             f"{path}: header is {' '.join(header)}, expected {' '.join(expected)}; rebuild it "
             "with python -m recbole_sada.preprocess")
     frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
@@ -183,19 +183,19 @@ def read_embedding_file(path, id_field: str, value_field: str, extra_field: str 
     values = frame.iloc[:, 1].tolist()
     lengths = {v.count(" ") + 1 for v in values}
     if len(lengths) > 1:
-        raise SADAInputError(
+        raise InputError(
             f"{path}: embedding rows have different lengths {sorted(lengths)[:5]}; the file is "
             "corrupt, rebuild it with python -m recbole_sada.preprocess")
     try:
         matrix = np.array(" ".join(values).split(), dtype=np.float32).reshape(len(values), -1)
     except ValueError:
-        raise SADAInputError(
+        raise InputError(
             f"{path}: an embedding value is not a number; the file is corrupt, rebuild it with "
             "python -m recbole_sada.preprocess") from None
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
-        raise SADAInputError(
+        raise InputError(
             f"{path}: {int((~finite).sum())} rows hold NaN or infinite values (first: {id_field} "
             f"{tokens[bad]!r}, line {bad + 2}); rebuild it with python -m recbole_sada.preprocess")
     extra = frame.iloc[:, 2].tolist() if extra_field else None
@@ -208,18 +208,18 @@ def _align(dataset, field_name: str, tokens, matrix: np.ndarray, path: Path, fix
     size = dataset.num(field_name)
     unknown = [t for t in tokens if t not in token2id or token2id[t] == 0]
     if unknown:
-        raise SADAInputError(
+        raise InputError(
             f"{path}: {len(unknown)} {field_name}s are not in dataset '{dataset.dataset_name}' "
             f"(e.g. {', '.join(map(repr, unknown[:3]))}); the features were built for other data, "
             f"rebuild with: {fix}")
     ids = np.fromiter((token2id[t] for t in tokens), dtype=np.int64, count=len(tokens))
     if len(np.unique(ids)) != len(ids):
-        raise SADAInputError(f"{path}: repeated {field_name}s; rebuild with: {fix}")
+        raise InputError(f"{path}: repeated {field_name}s; rebuild with: {fix}")
     if len(ids) != size - 1:
         have = np.zeros(size, dtype=bool)
         have[ids] = True
         lacking = [dataset.field2id_token[field_name][i] for i in np.flatnonzero(~have)[1:4]]
-        raise SADAInputError(
+        raise InputError(
             f"{path}: {size - 1 - len(ids)} {field_name}s of dataset '{dataset.dataset_name}' have "
             f"no row (e.g. {', '.join(map(repr, lacking))}); rebuild with: {fix}")
     out = np.zeros((size, matrix.shape[1]), dtype=np.float32)
@@ -263,7 +263,7 @@ def check_sidecar(config: Any, settings: dict | None = None) -> dict:
     """Read the sidecar and check it against the data files and the config.
 
     Raises:
-        SADAInputError: unreadable sidecar, ``.inter``/``.item`` changed since the build,
+        InputError: unreadable sidecar, ``.inter``/``.item`` changed since the build,
         ``semantic_dim`` set and different from the built dimension.
     """
     settings = settings or semantic_settings(config)
@@ -274,21 +274,21 @@ def check_sidecar(config: Any, settings: dict | None = None) -> dict:
             sidecar = json.load(f)
         hashes, dim = sidecar["data_sha256"], int(sidecar["dim"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SADAInputError(
+        raise InputError(
             f"{paths['sidecar']} is unreadable ({type(exc).__name__}); rebuild with: {fix}") from None
     for kind, path in data_files(config).items():
         if hashes.get(kind) != file_sha256(path):
-            raise SADAInputError(
+            raise InputError(
                 f"{paths['sidecar']} does not match {path} (SHA-256 differs: the data changed "
                 f"since the features were built); rebuild with: {fix}")
     wanted = settings.get("semantic_dim")
     if wanted is not None and wanted != dim:
-        raise SADAInputError(
+        raise InputError(
             f"{paths['item']} holds {dim}-d embeddings but semantic_dim is {wanted}; rebuild "
             f"with: {fix} --semantic_dim={wanted}, or set semantic_dim to {dim} (or ~)")
     pca = sidecar.get("pca")
     if pca and "fit_items" not in pca:
-        raise SADAInputError(
+        raise InputError(
             f"{paths['item']} was reduced by a PCA fit on every item, valid/test-only items included "
             f"(built by an older version); rebuild with: {fix} --semantic_dim={dim}")
     recorded = sidecar.get("settings", {})
@@ -325,14 +325,14 @@ def ensure_semantic_features(config: Any, log: bool = True) -> dict:
     MiniLM), unless ``semantic_auto_build`` is False.  Random states are left unchanged.
 
     Raises:
-        SADAInputError: files missing with building disabled, or a :func:`check_sidecar` error.
+        InputError: files missing with building disabled, or a :func:`check_sidecar` error.
     """
     settings = semantic_settings(config)
     paths = feature_paths(config)
     missing = [p for p in paths.values() if not p.is_file()]
     if missing:
         if not settings["semantic_auto_build"]:
-            raise SADAInputError(
+            raise InputError(
                 f"semantic features missing: {missing[0]} not found (semantic_auto_build is False); "
                 f"build them with: {rebuild_command(config)}")
         from recbole_sada.preprocess.build import build_semantic_features
@@ -354,7 +354,7 @@ def load_semantic_features(config: Any, dataset, log: bool = True) -> SemanticFe
     remapped user and item ids.  Calls :func:`ensure_semantic_features` first.
 
     Raises:
-        SADAInputError: see :func:`ensure_semantic_features`; a file whose embedding size differs
+        InputError: see :func:`ensure_semantic_features`; a file whose embedding size differs
         from the sidecar; ids in a file that the dataset lacks, or dataset ids without a row.
     """
     sidecar = ensure_semantic_features(config, log=log)
@@ -367,7 +367,7 @@ def load_semantic_features(config: Any, dataset, log: bool = True) -> SemanticFe
     dim = int(sidecar["dim"])
     for kind, matrix in (("item", item_matrix), ("user", user_matrix)):
         if matrix.shape[1] != dim:
-            raise SADAInputError(
+            raise InputError(
                 f"{paths[kind]} holds {matrix.shape[1]}-d embeddings but {paths['sidecar']} says "
                 f"{dim}; rebuild with: {fix}")
     try:
@@ -376,7 +376,7 @@ def load_semantic_features(config: Any, dataset, log: bool = True) -> SemanticFe
         if distance.ndim != 2 or distance.shape[0] != distance.shape[1] or distance.shape[0] < 2:
             raise ValueError("not a square matrix")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SADAInputError(
+        raise InputError(
             f"{paths['clusters']} has no K x K 'distance' matrix ({exc}); rebuild with: {fix}") from None
     n_clusters = distance.shape[0]
     try:
@@ -385,7 +385,7 @@ def load_semantic_features(config: Any, dataset, log: bool = True) -> SemanticFe
     except ValueError:
         valid = False
     if not valid:
-        raise SADAInputError(
+        raise InputError(
             f"{paths['user']}: {USER_CLUSTER_FIELD} must be integers in [-1, {n_clusters}) as in "
             f"{paths['clusters']}; rebuild with: {fix}")
 

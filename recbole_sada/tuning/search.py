@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.tuning.space import grid_size, load_search_space, to_tune_space
 
 __all__ = ["DATA_KEYS", "run_search", "init_ray", "data_signature", "write_reports", "trial_status"]
@@ -478,16 +478,16 @@ def write_reports(output_dir, rows, params, info):
 # ----------------------------------------------------------------------------------------- driver
 def _check_args(num_samples, epochs, cpus_per_trial, gpus_per_trial, max_concurrent, search, scheduler):
     if search not in SEARCHES:
-        raise SADAInputError(f"--search must be one of {', '.join(SEARCHES)}, got '{search}'")
+        raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got '{search}'")
     if scheduler not in SCHEDULERS:
-        raise SADAInputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got '{scheduler}'")
+        raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got '{scheduler}'")
     for name, value, low in (
         ("--num_samples", num_samples, 1), ("--epochs", epochs, 1), ("--max_concurrent", max_concurrent, 1)
     ):
         if value is not None and value < low:
-            raise SADAInputError(f"{name} must be at least {low}, got {value}")
+            raise InputError(f"{name} must be at least {low}, got {value}")
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
-        raise SADAInputError(
+        raise InputError(
             f"--cpus_per_trial must be > 0 and --gpus_per_trial >= 0, got {cpus_per_trial}, {gpus_per_trial}"
         )
 
@@ -548,7 +548,7 @@ def run_search(
         (md / csv / yaml / png), ``experiment_path``.
 
     Raises:
-        SADAInputError: bad arguments, params file, model or dataset (before Ray starts).
+        InputError: bad arguments, params file, model or dataset (before Ray starts).
     """
     from recbole_sada.config import build_config
     from recbole_sada.quick_start import prepare
@@ -560,12 +560,12 @@ def run_search(
     cmd_args = list(cmd_args)
     bad = [a for a in cmd_args if not (a.startswith("--") and "=" in a)]
     if bad:
-        raise SADAInputError(f"unrecognised arguments {bad}: overrides are written --key=value")
+        raise InputError(f"unrecognised arguments {bad}: overrides are written --key=value")
     given = {}
     for a in cmd_args:
         key, value = a[2:].split("=", 1)
         if given.setdefault(key, value) != value:
-            raise SADAInputError(f"--{key} is given twice with different values ({given[key]}, {value})")
+            raise InputError(f"--{key} is given twice with different values ({given[key]}, {value})")
     if epochs is not None:
         cmd_args = [a for a in cmd_args if not a.startswith("--epochs=")] + [f"--epochs={epochs}"]
     searched = {p.name for p in params}
@@ -578,7 +578,7 @@ def run_search(
     config = prepared[0]
     for p in params:
         if p.name not in config.final_config_dict:
-            raise SADAInputError(
+            raise InputError(
                 f"{p.source}: '{p.name}' is not a config key of {model} (no yaml layer defines it; check the spelling)"
             )
     data_params = [p.name for p in params if p.name in DATA_KEYS]
@@ -625,12 +625,12 @@ def run_search(
     record_file = experiment_path / RECORD_FILE
     if resume:
         if not Tuner.can_restore(str(experiment_path)):
-            raise SADAInputError(f"--resume: no search to continue in {experiment_path} (run without --resume first)")
+            raise InputError(f"--resume: no search to continue in {experiment_path} (run without --resume first)")
         if record_file.is_file():
             before = json.loads(record_file.read_text())
             changed = [k for k in record if before.get(k) != json.loads(json.dumps(record[k]))]
             if changed:
-                raise SADAInputError(
+                raise InputError(
                     f"--resume: {', '.join(changed)} differ from the interrupted search's "
                     f"(see {record_file}); resume it with the same arguments"
                 )

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 
 __all__ = ["Param", "KINDS", "load_search_space", "to_tune_space", "grid_size"]
 
@@ -61,44 +61,44 @@ class Param:
 def _numbers(text, count, where):
     parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
     if len(parts) != count:
-        raise SADAInputError(f"{where}: expected {count} numbers, got '{text.strip()}'")
+        raise InputError(f"{where}: expected {count} numbers, got '{text.strip()}'")
     try:
         return [float(p) for p in parts]
     except ValueError:
-        raise SADAInputError(f"{where}: '{text.strip()}' are not numbers") from None
+        raise InputError(f"{where}: '{text.strip()}' are not numbers") from None
 
 
 def _make_param(name, kind, raw, where):
     if not _NAME.match(name):
-        raise SADAInputError(f"{where}: '{name}' is not a parameter name")
+        raise InputError(f"{where}: '{name}' is not a parameter name")
     if kind not in KINDS:
-        raise SADAInputError(f"{where}: unknown kind '{kind}' for '{name}' (use one of {', '.join(KINDS)})")
+        raise InputError(f"{where}: unknown kind '{kind}' for '{name}' (use one of {', '.join(KINDS)})")
     if kind == "choice":
         values = raw
         if isinstance(raw, str):
             try:
                 values = ast.literal_eval(raw.strip())
             except (ValueError, SyntaxError):
-                raise SADAInputError(
+                raise InputError(
                     f"{where}: choice values of '{name}' must be a Python list such as [1, 2], got '{raw.strip()}'"
                 ) from None
         if not isinstance(values, (list, tuple)) or len(values) == 0:
-            raise SADAInputError(f"{where}: choice values of '{name}' must be a non-empty list")
+            raise InputError(f"{where}: choice values of '{name}' must be a non-empty list")
         return Param(name, kind, list(values), where)
     count = 3 if kind == "quniform" else 2
     if isinstance(raw, str):
         values = _numbers(raw, count, where)
     else:
         if not isinstance(raw, (list, tuple)) or len(raw) != count:
-            raise SADAInputError(f"{where}: {kind} '{name}' needs {count} numbers, got {raw!r}")
+            raise InputError(f"{where}: {kind} '{name}' needs {count} numbers, got {raw!r}")
         try:
             values = [float(v) for v in raw]
         except (TypeError, ValueError):
-            raise SADAInputError(f"{where}: {kind} '{name}' needs numbers, got {raw!r}") from None
+            raise InputError(f"{where}: {kind} '{name}' needs numbers, got {raw!r}") from None
     if not values[0] < values[1]:
-        raise SADAInputError(f"{where}: {kind} '{name}' needs low < high, got {values[0]:g}, {values[1]:g}")
+        raise InputError(f"{where}: {kind} '{name}' needs low < high, got {values[0]:g}, {values[1]:g}")
     if kind == "quniform" and values[2] <= 0:
-        raise SADAInputError(f"{where}: quniform '{name}' needs a positive step, got {values[2]:g}")
+        raise InputError(f"{where}: quniform '{name}' needs a positive step, got {values[2]:g}")
     return Param(name, kind, values, where)
 
 
@@ -111,7 +111,7 @@ def _parse_hyper(path, text):
         where = f"{path} line {number}"
         parts = content.split(None, 2)
         if len(parts) < 3:
-            raise SADAInputError(f"{where}: expected '<name> <kind> <values>', got '{content}'")
+            raise InputError(f"{where}: expected '<name> <kind> <values>', got '{content}'")
         params.append(_make_param(parts[0], parts[1], parts[2], where))
     return params
 
@@ -130,15 +130,15 @@ def _parse_yaml(path, text):
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path} line {mark.line + 1}" if mark else str(path)
-        raise SADAInputError(f"{where}: not valid yaml ({getattr(err, 'problem', err)})") from None
+        raise InputError(f"{where}: not valid yaml ({getattr(err, 'problem', err)})") from None
     if not isinstance(data, dict):
-        raise SADAInputError(f"{path}: expected a mapping of kinds ({', '.join(KINDS)}) to parameters")
+        raise InputError(f"{path}: expected a mapping of kinds ({', '.join(KINDS)}) to parameters")
     params = []
     for kind, entries in data.items():
         if kind not in KINDS:
-            raise SADAInputError(f"{path}: unknown kind '{kind}' (top-level keys are {', '.join(KINDS)})")
+            raise InputError(f"{path}: unknown kind '{kind}' (top-level keys are {', '.join(KINDS)})")
         if not isinstance(entries, dict):
-            raise SADAInputError(f"{path}: '{kind}' must map parameter names to values")
+            raise InputError(f"{path}: '{kind}' must map parameter names to values")
         for name, raw in entries.items():
             params.append(_make_param(str(name), kind, raw, f"{path} ({kind}.{name})"))
     return params
@@ -148,20 +148,20 @@ def load_search_space(path):
     """Read a ``.hyper`` (or ``.yaml`` / ``.yml``) search space.
 
     Raises:
-        SADAInputError: one line naming the file (and line) for a missing file, an unknown kind,
+        InputError: one line naming the file (and line) for a missing file, an unknown kind,
             malformed values or a parameter defined twice.
     """
     path = Path(path)
     if not path.is_file():
-        raise SADAInputError(f"params file not found: {path} (give --params_file=hyper/<model>.hyper)")
+        raise InputError(f"params file not found: {path} (give --params_file=hyper/<model>.hyper)")
     text = path.read_text()
     params = _parse_yaml(path, text) if path.suffix in (".yaml", ".yml") else _parse_hyper(path, text)
     if not params:
-        raise SADAInputError(f"{path}: no parameters to search")
+        raise InputError(f"{path}: no parameters to search")
     seen = {}
     for p in params:
         if p.name in seen:
-            raise SADAInputError(f"{p.source}: '{p.name}' is already defined at {seen[p.name]}")
+            raise InputError(f"{p.source}: '{p.name}' is already defined at {seen[p.name]}")
         seen[p.name] = p.source
     return params
 

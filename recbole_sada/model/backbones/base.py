@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_sada.data.dataset import TARGET_SEQ_FIELD
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model.backbones.grouping import gather_last, grouped_encode
 
 
@@ -66,7 +66,7 @@ class SeqBackboneMixin:
         self.grouped_encoding = config["grouped_encoding"] is not False
         self.neg_exclude = config["neg_exclude"] or "target"
         if self.neg_exclude not in ("target", "history"):
-            raise SADAInputError(f"neg_exclude must be 'target' or 'history', got {self.neg_exclude!r} (--neg_exclude=target)")
+            raise InputError(f"neg_exclude must be 'target' or 'history', got {self.neg_exclude!r} (--neg_exclude=target)")
         self.eval_mask_history = bool(config["eval_mask_history"])
         self.dataset_fingerprint = id_map_fingerprint(dataset)
         self.dataset_label = getattr(dataset, "dataset_name", "?")
@@ -76,7 +76,7 @@ class SeqBackboneMixin:
         except (TypeError, ValueError):
             self.group_overhead = -1.0
         if not self.group_overhead >= 0:
-            raise SADAInputError(f"group_overhead must be a number >= 0 (tokens per extra group), got {overhead!r} (--group_overhead=256)")
+            raise InputError(f"group_overhead must be a number >= 0 (tokens per extra group), got {overhead!r} (--group_overhead=256)")
 
     # ----------------------------------------------------------------- checkpoints
     def other_parameter(self):
@@ -89,7 +89,7 @@ class SeqBackboneMixin:
         para = dict(para or {})
         saved = para.pop("dataset_fingerprint", None)
         if saved is not None and saved != self.dataset_fingerprint:
-            raise SADAInputError(
+            raise InputError(
                 f"the checkpoint was trained on other data: its user/item id maps differ from those of dataset "
                 f"'{self.dataset_label}' here (another dataset or other filtering); use a checkpoint of this dataset")
         super().load_other_parameter(para or None)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 
-from recbole_sada.errors import SADAInputError
+from recbole_sada.errors import InputError
 from recbole_sada.model.backbones.base import SeqBackboneMixin
 
 
@@ -24,7 +24,7 @@ class SASRec(SeqBackboneMixin, RecBoleSASRec):
         use_fused_gelu(self.trm_encoder, config["hidden_act"])
         self.position_from = config["position_from"] or "start"
         if self.position_from not in ("start", "end"):
-            raise SADAInputError(f"position_from must be 'start' or 'end', got {self.position_from!r} (--position_from=start)")
+            raise InputError(f"position_from must be 'start' or 'end', got {self.position_from!r} (--position_from=start)")
 
     def encode(self, item_emb, item_seq, item_seq_len):
         """``position_from: start`` counts positions from the first item (RecBole, right padding);
