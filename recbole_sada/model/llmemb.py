@@ -35,12 +35,12 @@ No valid or test interaction enters: the semantic table is built from item text,
 target from a checkpoint trained on the training split, and only training targets are aligned.
 """
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_sada.compat import load_checkpoint
 from recbole_sada.data.dataset import semantic_features
 from recbole_sada.errors import InputError
+from recbole_sada.model.semantic_adapter import SemanticAdapterMixin
 
 ALIGN_LOSSES = ("soft", "infonce")
 
@@ -68,7 +68,7 @@ def infonce_alignment_loss(X, Y, tau):
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
-class LLMEmbRATMixin:
+class LLMEmbRATMixin(SemanticAdapterMixin):
     """Adapted frozen semantic item table aligned to a trained backbone's (see module docstring)."""
 
     properties_name = "LLMEmbRAT"
@@ -98,9 +98,7 @@ class LLMEmbRATMixin:
                 f"or --align_weight=0 for no alignment")
         feats = semantic_features(dataset)  # built before the dataset by prepare(); read from the dataset
         hidden = self.item_embedding.embedding_dim
-        self.semantic_table = nn.Embedding.from_pretrained(feats.item_semantic.float(), freeze=True, padding_idx=0)
-        half = max(feats.dim // 2, 1)
-        self.adapter = nn.Sequential(nn.Linear(feats.dim, half), nn.Linear(half, hidden))
+        self.setup_semantic_adapter(feats, hidden, freeze=True)
         self.item_embedding.weight.requires_grad_(False)  # no ID table: the adapted semantic table replaces it
         # the trained backbone's item table (filled by load_alignment_target; not part of checkpoints)
         self.register_buffer("alignment_target", torch.zeros(self.n_items, hidden), persistent=False)
@@ -130,27 +128,12 @@ class LLMEmbRATMixin:
         self.has_alignment_target = True
 
     # ------------------------------------------------------------------ item table
-    def semantic_vectors(self, ids):
-        """``A(S[ids])`` for ``ids`` of any shape, the adapter run once per distinct id."""
-        unique, inverse = torch.unique(ids, return_inverse=True)
-        return self.adapter(self.semantic_table(unique))[inverse]
-
-    def train(self, mode=True):
-        self._eval_table = None  # the evaluation-time item table is rebuilt after any training
-        return super().train(mode)
-
     def embed_items(self, item_seq):
         return self.semantic_vectors(item_seq)
 
     def output_item_embedding(self):
         """(n_items, D) ``A(S)``; at evaluation built once and reused until training resumes."""
-        cached = getattr(self, "_eval_table", None)
-        if cached is not None and not self.training:
-            return cached
-        table = self.adapter(self.semantic_table.weight)
-        if not self.training:
-            self._eval_table = table = table.detach()
-        return table
+        return self.eval_cached(self.adapted_table)
 
     def item_vectors(self, ids):
         return self.semantic_vectors(ids)
@@ -165,11 +148,8 @@ class LLMEmbRATMixin:
         return fn(X, Y, self.align_tau)
 
     def calculate_loss(self, interaction):
-        item_seq, item_seq_len, targets, mask = self.training_batch(interaction)
-        H = self.encode_grouped(self.embed_items(item_seq), item_seq, item_seq_len)
-        negatives = None if self.loss_type == "CE" else self.sample_negatives(targets, item_seq)
-        rec = self.rec_loss(self.select_outputs(H, item_seq_len, targets), targets, mask, negatives=negatives)
-        losses = {"loss_rec": rec + self.regularization()}
+        losses = {"loss_rec": super().calculate_loss(interaction)}  # the backbone's loss on the adapted table
         if self.align_weight > 0:
+            _, _, targets, mask = self.training_batch(interaction)
             losses["loss_align"] = self.align_weight * self.alignment_loss(torch.unique(targets[mask]))
         return losses

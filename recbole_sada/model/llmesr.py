@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from recbole_sada.data.dataset import semantic_features, training_sequences
 from recbole_sada.errors import InputError
 from recbole_sada.model.backbones.grouping import gather_last
+from recbole_sada.model.semantic_adapter import SemanticAdapterMixin
 
 USER_SIM_FUNCS = ("kd",)
 TEACHERS = ("batch", "epoch")
@@ -136,7 +137,7 @@ class CausalCrossAttention(nn.Module):
         return self.out(y) * real.unsqueeze(-1)
 
 
-class LLMESRMixin:
+class LLMESRMixin(SemanticAdapterMixin):
     """Dual-view backbone with retrieval-augmented self-distillation (see module docstring)."""
 
     properties_name = "LLMESR"
@@ -172,8 +173,7 @@ class LLMESRMixin:
         feats = semantic_features(dataset)  # built before the dataset by prepare(); read from the dataset
         hidden = self.item_embedding.embedding_dim
         sem = feats.item_semantic.float()
-        self.semantic_table = nn.Embedding.from_pretrained(sem, freeze=bool(config["freeze_semantic"]), padding_idx=0)
-        self.adapter = nn.Sequential(nn.Linear(feats.dim, max(feats.dim // 2, 1)), nn.Linear(max(feats.dim // 2, 1), hidden))
+        self.setup_semantic_adapter(feats, hidden, freeze=bool(config["freeze_semantic"]))
         self.use_cross_att = bool(config["use_cross_att"])
         if self.use_cross_att:
             heads = int(config["cross_att_heads"])
@@ -200,16 +200,6 @@ class LLMESRMixin:
         self.register_buffer("neighbours", similar_users(feats.user_semantic, candidates, self.sim_user_num), persistent=False)
 
     # ------------------------------------------------------------------ views
-    def semantic_vectors(self, ids):
-        """Adapted semantic vectors of ``ids`` (any shape), the adapter run once per distinct id
-        (a batch repeats items and padding; the values and gradients are those of the full form)."""
-        unique, inverse = torch.unique(ids, return_inverse=True)
-        return self.adapter(self.semantic_table(unique))[inverse]
-
-    def train(self, mode=True):
-        self._eval_table = None  # the evaluation-time item table is rebuilt after any training
-        return super().train(mode)
-
     def encode_views(self, item_seq, item_seq_len):
         """(B, L, 2D): ``[h_id ; h_sem]`` at every position."""
         id_emb, sem_emb = self.item_embedding(item_seq), self.semantic_vectors(item_seq)
@@ -224,13 +214,7 @@ class LLMESRMixin:
 
     def output_item_embedding(self):
         """(n_items, 2D) ``[e_id ; A(s)]``; at evaluation built once and reused until training resumes."""
-        cached = getattr(self, "_eval_table", None)
-        if cached is not None and not self.training:
-            return cached
-        table = torch.cat([self.item_embedding.weight, self.adapter(self.semantic_table.weight)], dim=-1)
-        if not self.training:
-            self._eval_table = table = table.detach()
-        return table
+        return self.eval_cached(lambda: torch.cat([self.item_embedding.weight, self.adapted_table()], dim=-1))
 
     def item_vectors(self, ids):
         return torch.cat([self.item_embedding(ids), self.semantic_vectors(ids)], dim=-1)
