@@ -110,7 +110,8 @@ class LLMEmbRATMixin(SemanticAdapterMixin):
         try:
             checkpoint = load_checkpoint(path, map_location="cpu")
         except Exception as exc:  # not a torch file
-            raise InputError(f"pretrained_path {path} is not a checkpoint ({type(exc).__name__})") from None
+            raise InputError(f"pretrained_path {path} is not a checkpoint ({type(exc).__name__}); give a trained "
+                             f"backbone's .pth from saved/") from None
         state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
         table = state.get("item_embedding.weight")
         if table is None:
