@@ -121,10 +121,17 @@ def split_variant(spec):
     return model, extra
 
 
+# settings that change only what is reported, not what is trained or the metrics already reported:
+# they stay out of the cache key, so a run made before one was set is still found (its result then
+# lacks that report, and the table says which rows lack it)
+REPORT_ONLY_KEYS = ("group_sets",)
+
+
 def run_key(spec, dataset, seed, overrides, pretrained_from=None):
     model, extra = split_variant(spec)
     cfg = {**overrides, **extra, "seed": seed, "show_progress": False}
-    ident = [model, dataset, cfg] + ([pretrained_from] if pretrained_from else [])
+    ident = [model, dataset, {k: v for k, v in cfg.items() if k not in REPORT_ONLY_KEYS}]
+    ident += [pretrained_from] if pretrained_from else []
     return model, cfg, hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -229,7 +236,7 @@ def _first_reach(curve, level):
     return None
 
 
-def time_to_quality(models, runs, pretrain_from_first=False):
+def time_to_quality(models, runs, pretrain_from_first=False, scratch=()):
     """Markdown table: epochs and training minutes until the valid score first reaches each level
     (a share of the first model's mean best valid score).  A row fine-tuned from the first model's
     checkpoint inherits the levels that checkpoint had already reached (at the backbone's epoch);
@@ -250,7 +257,7 @@ def time_to_quality(models, runs, pretrain_from_first=False):
             hits = []
             for i, r in enumerate(runs[model]):
                 hit = _first_reach(r["valid_curve"], lv * ref)
-                if pretrain_from_first and model != models[0]:
+                if pretrain_from_first and model != models[0] and model not in scratch:
                     base = runs[models[0]][i]
                     inherited = _first_reach(base["valid_curve"], lv * ref)
                     if inherited:
@@ -286,7 +293,7 @@ def _save(fig, ax, path):
     return path
 
 
-def plot_curves(runs, models, path, pretrain_from_first=False):
+def plot_curves(runs, models, path, pretrain_from_first=False, scratch=()):
     """Valid NDCG@10 per epoch (mean over seeds) for each model; rows after the first are drawn from
     the first model's epoch count when they start from its checkpoint."""
     if not all(r.get("valid_curve") for m in models for r in runs[m]):
@@ -296,7 +303,7 @@ def plot_curves(runs, models, path, pretrain_from_first=False):
     for model in models:
         n = min(len(r["valid_curve"]) for r in runs[model])
         scores = np.array([[c[1] for c in r["valid_curve"][:n]] for r in runs[model]], dtype=float)
-        offset = np.mean([r.get("pretrained_epochs", 0) for r in runs[model]]) if model != models[0] and pretrain_from_first else 0
+        offset = np.mean([r.get("pretrained_epochs", 0) for r in runs[model]]) if model != models[0] and pretrain_from_first and model not in scratch else 0
         epochs = np.array([c[0] for c in runs[model][0]["valid_curve"][:n]]) + 1 + offset
         ax.plot(epochs, scores.mean(0), label=model)
     ax.set_xlabel("epoch")
@@ -336,7 +343,7 @@ def alignment_model(spec):
         return False
 
 
-def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False):
+def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False, scratch=()):
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
@@ -347,7 +354,10 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
         lines.append(f"Protocol: {models[0]} trains to early stopping; every other row loads {models[0]}'s best "
                      "checkpoint of the same seed and trains stage 2 only (`stage1_epochs: 0`), so its epochs and "
                      f"epoch time are stage-2 epochs on top of {models[0]}'s.")
-        aligned = [m for m in models[1:] if alignment_model(m)]
+        aligned = [m for m in models[1:] if alignment_model(m) and m not in scratch]
+        if scratch:
+            lines.append(f"Except {', '.join(f'`{m}`' for m in scratch)}: trained from scratch to early stopping "
+                         "(`--scratch_rows`), the first row's checkpoint is not read.")
         if aligned:
             lines.append(f"Except {', '.join(f'`{m}`' for m in aligned)}: it reads only the item table of that checkpoint "
                          "(its alignment target, LLMEmb's RAT) and trains from scratch.")
@@ -406,7 +416,7 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
                 lines.append(f"- {model}: " + "; ".join(cells))
     lines += group_set_tables(models, runs)
     lines += extra_mode_tables(models, runs)
-    ttq = time_to_quality(models, runs, pretrain_from_first)
+    ttq = time_to_quality(models, runs, pretrain_from_first, scratch)
     if ttq:
         lines += ["", ttq]
     lines += ["", "Reproduce:", "", "```", command, "```", ""]
@@ -420,8 +430,13 @@ def group_set_tables(models, runs):
     if not have:
         return lines
     for name, first in runs[have[0]][0]["test_group_sets"].items():
+        have = [m for m in models if all(name in (r.get("test_group_sets") or {}) for r in runs[m])]
         names = [g for g in first if g != "all" and first[g].get("n")]
         lines += ["", f"Test NDCG@10 by group, definition `{name}` (`group_sets`; same ranks as above):", ""]
+        lacking = [m for m in models if m not in have]
+        if lacking:
+            lines += [f"Not for {', '.join(f'`{m}`' for m in lacking)}: (some of) its runs were made before `group_sets` "
+                      "was set and are reused as they are (`group_sets` is not part of the cache key).", ""]
         lines.append("| model | " + " | ".join(f"{g} (n={first[g]['n']})" for g in names) + " |")
         lines.append("|---" * (len(names) + 1) + "|")
         base = runs[have[0]]
@@ -538,6 +553,9 @@ def main(argv=None):
                         help="the first model is trained first; every other row starts stage 2 from its best "
                              "checkpoint of the same seed (the BASRec paper's protocol: augmentation fine-tunes a "
                              "trained backbone)")
+    parser.add_argument("--scratch_rows", nargs="*", default=[], metavar="SPEC",
+                        help="with --pretrain_from_first: rows (as written in --models) that train from scratch "
+                             "instead (a baseline that is not a fine-tuning method, e.g. LLM-ESR)")
     parser.add_argument("--preset", default=None,
                         help="a yaml of settings (e.g. properties/preset/basrec_official.yaml) above the budget, "
                              "below --key=value and the variants' own keys; its values enter the cache key")
@@ -549,17 +567,23 @@ def main(argv=None):
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(model, seed) for model in args.models for seed in args.seeds]
     results = {}
+    unknown = [m for m in args.scratch_rows if m not in args.models[1:]]
+    if unknown or (args.scratch_rows and not args.pretrain_from_first):
+        raise SystemExit(f"error: --scratch_rows names rows of --models after the first, with --pretrain_from_first; "
+                         f"got {unknown or args.scratch_rows}")
+    scratch = tuple(args.scratch_rows)
+    fine_tuned = [m for m in args.models[1:] if m not in scratch]
 
     def backbone_key(seed):
         return run_key(args.models[0], args.dataset, seed, cfg)[2]
 
     def dependents_done(seed):
         return all(cached_result(m, args.dataset, seed, cfg, args.log_dir, args.store, backbone_key(seed))
-                   for m in args.models[1:])
+                   for m in fine_tuned)
 
     def one(job):
         model, seed = job
-        if args.pretrain_from_first and model != args.models[0]:
+        if args.pretrain_from_first and model in fine_tuned:
             key0 = backbone_key(seed)
             r = cached_result(model, args.dataset, seed, cfg, args.log_dir, args.store, key0)
             r0 = cached_result(args.models[0], args.dataset, seed, cfg, args.log_dir, args.store)
@@ -571,7 +595,7 @@ def main(argv=None):
             r["pretrained_epochs"] = r0["epochs_run"]
         else:
             # the backbone's checkpoint is needed only while a row fine-tuned from it is still to run
-            need = args.pretrain_from_first and not dependents_done(seed)
+            need = args.pretrain_from_first and model == args.models[0] and not dependents_done(seed)
             r = run_one(model, args.dataset, seed, cfg, args.log_dir, keep_checkpoint=need, store=args.store)
         print(f"{model} seed {seed}: ndcg@10 {r['test_result']['ndcg@10']:.4f} hit@10 {r['test_result']['hit@10']:.4f} "
               f"({r['epochs_run']} epochs, {r['epoch_time']:.2f} s/epoch, {r['wall']:.0f} s)", flush=True)
@@ -590,13 +614,13 @@ def main(argv=None):
     command = "python benchmarks/run_table.py " + shlex.join(argv)
     title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
     text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, {**preset, **overrides}, command, args.jobs,
-                  pretrain_from_first=args.pretrain_from_first)
+                  pretrain_from_first=args.pretrain_from_first, scratch=scratch)
     output = Path(args.output or f"results/{args.dataset}.md")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
     png = plot_groups(runs, args.models, output.parent / f"{output.stem}-{slug}.png")
     if png:
         text = text.replace("\nReproduce:", f"\n![NDCG@10 by group]({png.name})\n\nReproduce:", 1)
-    curves = plot_curves(runs, args.models, output.parent / f"{output.stem}-{slug}-valid.png", args.pretrain_from_first)
+    curves = plot_curves(runs, args.models, output.parent / f"{output.stem}-{slug}-valid.png", args.pretrain_from_first, scratch)
     if curves:
         text = text.replace("\nReproduce:", f"\n![valid {VALID_METRIC} per epoch]({curves.name})\n\nReproduce:", 1)
     write_section(output, title, text)

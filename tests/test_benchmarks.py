@@ -139,3 +139,41 @@ def test_group_set_tables_render_each_definition_with_p_values():
     assert "definition `llmesr`" in text and "users[0,7) (n=6)" in text and "items:tail (n=7)" in text
     assert "| B | 0.2150 ± " in text and "(p=" in text
     assert run_table.group_set_tables(["A"], {"A": [{"test_group_sets": {}}]}) == []
+
+
+def test_report_only_settings_stay_out_of_the_cache_key():
+    sets = {"llmesr": {"user_group_edges": [7], "item_tail_below": 4}}
+    plain = run_table.run_key("SASRec", "beauty", 1, {"epochs": 3})[2]
+    assert run_table.run_key("SASRec", "beauty", 1, {"epochs": 3, "group_sets": sets})[2] == plain
+    assert run_table.run_key("SASRec", "beauty", 1, {"epochs": 4, "group_sets": sets})[2] != plain
+    # the group-set table names the rows whose (older) runs lack the definition
+    with_sets = {**_result(0.02), "test_group_sets": {"llmesr": {"all": {"n": 2, "ndcg@10": 0.02},
+                                                                "users:tail": {"n": 1, "ndcg@10": 0.03}}}}
+    lines = run_table.group_set_tables(["A", "B"], {"A": [_result(0.01)], "B": [with_sets]})
+    text = "\n".join(lines)
+    assert "Not for `A`" in text and "| B | 0.0300" in text
+
+
+def test_scratch_rows_do_not_start_from_the_first_row(tmp_path, monkeypatch):
+    store, log = tmp_path / "runs", tmp_path / "log"
+    cfg = run_table.run_settings("smoke", None, {})[1]
+    key0 = run_table.run_key("SASRec", "ml-100k", 7, cfg)[2]
+    run_table.store_result(str(store), "SASRec", "ml-100k", 7, cfg, _result(0.01))
+    run_table.store_result(str(store), "BASRecSASRec", "ml-100k", 7, cfg, _result(0.02), key0)
+    calls = []
+
+    def fake_run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pretrained=None, store=None):
+        calls.append((spec, keep_checkpoint, pretrained))
+        return {**_result(0.015), "key": "k"}
+
+    monkeypatch.setattr(run_table, "run_one", fake_run_one)
+    out = tmp_path / "table.md"
+    argv = ["--dataset=ml-100k", "--models", "SASRec", "BASRecSASRec", "LLMESRSASRec", "--seeds", "7",
+            "--pretrain_from_first", "--log_dir", str(log), "--store", str(store), "--output", str(out), "--title", "t"]
+    assert run_table.main(argv + ["--scratch_rows", "LLMESRSASRec"]) == 0
+    # only the scratch row runs, without the backbone's checkpoint, and the backbone is not rerun for it
+    assert [c for c in calls if c[0] != "SASRec" and c[0] != "BASRecSASRec"] == [("LLMESRSASRec", False, None)]
+    assert not any(c[0] == "SASRec" and c[1] for c in calls)
+    assert "`LLMESRSASRec`: trained from scratch" in out.read_text()
+    with pytest.raises(SystemExit, match="scratch_rows"):
+        run_table.main(argv + ["--scratch_rows", "GRU4Rec"])
