@@ -2,6 +2,11 @@
 metrics, the default groups and, optionally, other group definitions, as json.
 
     python benchmarks/eval_checkpoint.py saved/LLMESRSASRec-....pth --group_sets "{'llmesr': {'user_group_edges': [7], 'item_tail_below': 4}}"
+
+``--into RUN.json [RUN.json ...]`` adds the group definitions to finished runs of ``run_table.py`` (the
+local result next to the checkpoint and its committed copy in ``results/runs``): only after checking
+that this evaluation gives the run's recorded test metrics and groups, so a run made before
+``group_sets`` was set gains that table without being trained again.
 """
 import argparse
 import ast
@@ -21,6 +26,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_file")
     parser.add_argument("--group_sets", default=None, help="a dict as for the config key group_sets")
+    parser.add_argument("--into", nargs="*", default=[], metavar="RUN_JSON",
+                        help="run results to add test_group_sets to (their test metrics must match this evaluation)")
     args = parser.parse_args(argv)
     checkpoint = load_checkpoint(args.model_file, map_location="cpu")
     config, model, _, train_data, _, test_data = load_data_and_model(args.model_file)
@@ -30,10 +37,31 @@ def main(argv=None):
     groups = GroupEvaluator(config, train_data._dataset)
     with groups.recording(trainer):
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-    print(json.dumps({"model_file": args.model_file, "epoch": checkpoint.get("epoch"),
-                      "best_valid_score": checkpoint.get("best_valid_score"), "test_result": dict(test),
-                      "test_groups": groups.result(), "test_group_sets": groups.set_results()}, default=float))
+    out = {"model_file": args.model_file, "epoch": checkpoint.get("epoch"),
+           "best_valid_score": checkpoint.get("best_valid_score"), "test_result": dict(test),
+           "test_groups": groups.result(), "test_group_sets": groups.set_results()}
+    print(json.dumps(out, default=float))
+    for path in args.into:
+        merge_group_sets(path, json.loads(json.dumps(out, default=float)))
     return 0
+
+
+def merge_group_sets(path, evaluated, tol=1e-9):
+    """Write ``evaluated["test_group_sets"]`` into the run result at ``path`` if its recorded test
+    metrics and default groups are the evaluated ones (else SystemExit: another checkpoint)."""
+    run = json.loads(Path(path).read_text())
+    recorded, got = run["test_result"], evaluated["test_result"]
+    bad = [k for k in recorded if abs(float(recorded[k]) - float(got.get(k, float("nan")))) > tol or k not in got]
+    for g, vals in (run.get("test_groups") or {}).items():
+        other = (evaluated.get("test_groups") or {}).get(g, {})
+        bad += [f"{g}:{k}" for k, v in vals.items() if k not in other or abs(float(v) - float(other[k])) > tol]
+    if bad:
+        raise SystemExit(f"error: {path} records other test metrics than this checkpoint gives ({', '.join(bad[:5])}); "
+                         "not written")
+    run["test_group_sets"] = {**(run.get("test_group_sets") or {}), **evaluated["test_group_sets"]}
+    text = json.dumps(run, indent=1, default=float) + "\n" if Path(path).read_text().startswith("{\n") else json.dumps(run)
+    Path(path).write_text(text)
+    print(f"{path}: test_group_sets {sorted(evaluated['test_group_sets'])} added")
 
 
 if __name__ == "__main__":

@@ -177,3 +177,21 @@ def test_scratch_rows_do_not_start_from_the_first_row(tmp_path, monkeypatch):
     assert "`LLMESRSASRec`: trained from scratch" in out.read_text()
     with pytest.raises(SystemExit, match="scratch_rows"):
         run_table.main(argv + ["--scratch_rows", "GRU4Rec"])
+
+
+def test_group_sets_are_added_to_a_run_only_when_its_metrics_match(tmp_path):
+    spec_e = importlib.util.spec_from_file_location("eval_checkpoint", ROOT / "benchmarks" / "eval_checkpoint.py")
+    evalc = importlib.util.module_from_spec(spec_e)
+    spec_e.loader.exec_module(evalc)
+    groups = {"all": {"n": 2, "ndcg@10": 0.02}}
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({**_result(0.02), "test_groups": groups}, indent=1) + "\n")
+    sets = {"llmesr": {"users:tail": {"n": 1, "ndcg@10": 0.03}}}
+    same = {"test_result": _result(0.02)["test_result"], "test_groups": groups, "test_group_sets": sets}
+    evalc.merge_group_sets(str(run), same)
+    assert json.loads(run.read_text())["test_group_sets"] == sets and run.read_text().startswith("{\n")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(_result(0.01)))
+    with pytest.raises(SystemExit, match="other test metrics"):
+        evalc.merge_group_sets(str(other), same)
+    assert "test_group_sets" not in json.loads(other.read_text())
