@@ -431,6 +431,8 @@ def group_set_tables(models, runs):
         return lines
     for name, first in runs[have[0]][0]["test_group_sets"].items():
         have = [m for m in models if all(name in (r.get("test_group_sets") or {}) for r in runs[m])]
+        if not have:  # no row has this definition at every seed
+            continue
         names = [g for g in first if g != "all" and first[g].get("n")]
         lines += ["", f"Test NDCG@10 by group, definition `{name}` (`group_sets`; same ranks as above):", ""]
         lacking = [m for m in models if m not in have]

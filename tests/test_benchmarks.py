@@ -195,3 +195,8 @@ def test_group_sets_are_added_to_a_run_only_when_its_metrics_match(tmp_path):
     with pytest.raises(SystemExit, match="other test metrics"):
         evalc.merge_group_sets(str(other), same)
     assert "test_group_sets" not in json.loads(other.read_text())
+
+
+def test_group_set_table_is_left_out_when_no_row_has_it_at_every_seed():
+    with_sets = {**_result(0.02), "test_group_sets": {"llmesr": {"users:tail": {"n": 1, "ndcg@10": 0.03}}}}
+    assert run_table.group_set_tables(["A"], {"A": [with_sets, _result(0.01)]}) == []
