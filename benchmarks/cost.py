@@ -2,6 +2,12 @@
 
     python benchmarks/cost.py [--dataset=ml-100k] [--backbones SASRec GRU4Rec FMLPRec NextItNet]
         [--steps=4] [--rounds=3] [--threads=1] [--output results/cost.md]
+    python benchmarks/cost.py --dataset=beauty --preset properties/preset/basrec_official.yaml \
+        --models SASRec 'LLMESRSASRec[distill_teacher=epoch]' ... [--title ...]
+
+``--models``: time these specs (the first is the reference of the ratios) instead of each
+backbone's BASRec / SADA variants; ``--preset``: a yaml of settings under every model (its
+schedule keys do not matter here).
 
 Time: every model is built in one process on the same prepared data (``train_mode: sequence``,
 batch 256, BCE, stage 2 for the augmenting models) and the models take turns: each round runs
@@ -14,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -36,9 +43,10 @@ BASE_CONFIG = {"train_mode": "sequence", "train_batch_size": 256, "loss_type": "
                "show_progress": False, "seed": 2020}
 
 
-def build(spec, dataset, threads):
+def build(spec, dataset, threads, preset=None):
     model_name, extra = split_variant(spec)
-    config, _, train, _, _ = prepare(model_name, dataset, config_dict={**BASE_CONFIG, **extra, "torch_threads": threads})
+    settings = {**BASE_CONFIG, **(preset or {}), **extra, "torch_threads": threads, "show_progress": False}
+    config, _, train, _, _ = prepare(model_name, dataset, config_dict=settings)
     torch.manual_seed(2020)
     model = get_model(model_name)(config, train._dataset)
     model.train()
@@ -87,13 +95,24 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", default="results/cost.md")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="time these specs (first = reference) instead of the backbones' variants")
+    parser.add_argument("--preset", default=None, help="yaml of settings under every model")
+    parser.add_argument("--title", default=None, help="section title (default: by dataset)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    preset = {}
+    if args.preset:
+        import yaml
+
+        preset = yaml.safe_load(Path(args.preset).read_text()) or {}
+        preset = {k: v for k, v in preset.items() if k not in ("epochs", "valid_start_epoch", "stopping_step", "valid_metric")}
 
     rows = []
-    for backbone in args.backbones:
-        specs = [v.format(b=backbone) for v in VARIANTS]
-        built = {s: build(s, args.dataset, args.threads) for s in specs}
+    groups = [("models", list(args.models))] if args.models else \
+        [(b, [v.format(b=b) for v in VARIANTS]) for b in args.backbones]
+    for backbone, specs in groups:
+        built = {s: build(s, args.dataset, args.threads, preset) for s in specs}
         times = {s: [] for s in specs}
         for s in specs:  # warm-up step each
             step(built[s][0], built[s][1], built[s][2][0])
@@ -116,19 +135,22 @@ def main(argv=None):
             t = float(np.median(times[s]))
             rows.append((s, t, t / base_t, mems[s], mems[s] / base_m if base_m > 0 else float("nan")))
 
-    title = f"Training cost per step ({args.dataset})"
+    title = args.title or f"Training cost per step ({args.dataset})"
     lines = [f"## {title}", "",
-             f"Dataset `{args.dataset}`, `train_mode: sequence`, batch 256, BCE, stage 2; median seconds per optimiser "
+             f"Dataset `{args.dataset}`, `train_mode: sequence`, batch 256, BCE, stage 2"
+             + (f", settings of `{args.preset}`" if args.preset else "") + "; median seconds per optimiser "
              f"step over {args.rounds} rounds of {args.steps} steps per model, the models of one backbone taking turns "
              f"in one process; activation memory = distinct tensors saved for backward in one step (first batch).",
              f"Machine: CPU ({os.cpu_count()} cores, {platform.machine()}), torch {torch.__version__}, "
              f"threads {args.threads}.", "",
-             "| model | s / step | x backbone | activation memory (MB) | x backbone |", "|---|---|---|---|---|"]
+             f"| model | s / step | x {'first' if args.models else 'backbone'} | activation memory (MB) | "
+             f"x {'first' if args.models else 'backbone'} |", "|---|---|---|---|---|"]
     for s, t, rt, m, rm in rows:
         lines.append(f"| {s} | {t:.3f} | {rt:.2f} | {m:.0f} | {rm:.2f} |")
-    lines += ["", "`single_mode=sample`: each sequence gets one single-sequence operator (M-Reorder or M-Substitute) "
-              "per step, one augmented encoder pass instead of one per operator (the paper's `single_mode: all`).",
-              "", "Reproduce:", "", "```", "python benchmarks/cost.py " + " ".join(argv), "```", ""]
+    if not args.models:
+        lines += ["", "`single_mode=sample`: each sequence gets one single-sequence operator (M-Reorder or M-Substitute) "
+                  "per step, one augmented encoder pass instead of one per operator (the paper's `single_mode: all`)."]
+    lines += ["", "Reproduce:", "", "```", "python benchmarks/cost.py " + shlex.join(argv), "```", ""]
     text = "\n".join(lines)
     write_section(Path(args.output), title, text)
     print(text)

@@ -200,3 +200,21 @@ def test_group_sets_are_added_to_a_run_only_when_its_metrics_match(tmp_path):
 def test_group_set_table_is_left_out_when_no_row_has_it_at_every_seed():
     with_sets = {**_result(0.02), "test_group_sets": {"llmesr": {"users:tail": {"n": 1, "ndcg@10": 0.03}}}}
     assert run_table.group_set_tables(["A"], {"A": [with_sets, _result(0.01)]}) == []
+
+
+def test_cost_times_the_given_models_under_a_preset(tmp_path, small_cfg):
+    import yaml
+
+    cost_spec = importlib.util.spec_from_file_location("cost", ROOT / "benchmarks" / "cost.py")
+    cost = importlib.util.module_from_spec(cost_spec)
+    cost_spec.loader.exec_module(cost)
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump({**small_cfg, "epochs": 3, "valid_metric": "NDCG@20"}))
+    out = tmp_path / "cost.md"
+    argv = ["--dataset=tiny", "--preset", str(preset), "--models", "SASRec", "SASRec[hidden_dropout_prob=0.3]",
+            "--steps=1", "--rounds=1", "--output", str(out), "--title", "t"]
+    assert cost.main(argv) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| SASRec")]
+    assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00"  # the first spec is the reference
+    assert "x first" in text and "'SASRec[hidden_dropout_prob=0.3]'" in text  # reproduce line is quoted

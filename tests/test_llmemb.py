@@ -49,7 +49,7 @@ def test_item_table_is_the_adapted_frozen_semantic_table_and_target_comes_from_t
     model, train_data = _model(emb_cfg, pretrained_path=sasrec_checkpoint)
     table = model.output_item_embedding()
     assert table.shape == model.item_embedding.weight.shape
-    assert torch.allclose(table, model.adapter(model.semantic_table.weight))
+    assert torch.allclose(table, model.adapter(model.semantic_table.weight), atol=1e-6)  # composed map: rounding only
     model.load_alignment_target(sasrec_checkpoint)
     state = torch.load(sasrec_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     assert torch.equal(model.alignment_target, state["item_embedding.weight"])

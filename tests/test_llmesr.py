@@ -176,3 +176,39 @@ def test_adapter_per_distinct_id_and_cached_eval_table(esr_cfg):
         model.item_embedding.weight.add_(1.0)
     model.eval()
     assert not torch.allclose(model.output_item_embedding(), t1)  # rebuilt after training
+
+
+def test_composed_adapter_has_the_two_layer_values_and_gradients(esr_cfg):
+    model, _, _ = _model(esr_cfg)
+    ids = torch.tensor([[3, 3, 5, 0], [5, 1, 0, 0]])
+    params = list(model.adapter.parameters())
+    two_layer = model.adapter(model.semantic_table(ids))
+    ref_grads = torch.autograd.grad(two_layer.square().sum(), params)
+    composed = model.semantic_vectors(ids)
+    grads = torch.autograd.grad(composed.square().sum(), params)
+    assert torch.allclose(composed, two_layer, atol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-5, rtol=1e-4)
+    table = model.adapted_table()
+    assert torch.allclose(table, model.adapter(model.semantic_table.weight), atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["SASRec", "GRU4Rec"])
+def test_dual_views_grouped_equal_padded_and_two_separate_encodes(esr_cfg, backbone):
+    model, _, train_data = _model(esr_cfg, model=f"LLMESR{backbone}")
+    assert model.use_cross_att
+    batch = next(iter(train_data))
+    seq, lens = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    assert len(set(lens.tolist())) > 2  # several length groups
+    model.eval()  # no dropout: the forms must agree number for number (up to rounding)
+    real = (torch.arange(seq.size(1)).unsqueeze(0) < lens.unsqueeze(1)).unsqueeze(-1)
+    model.grouped_encoding, model.group_overhead = True, 0.0
+    grouped = model.encode_views(seq, lens)
+    model.grouped_encoding = False
+    padded = model.encode_views(seq, lens)
+    assert torch.allclose(grouped * real, padded * real, atol=1e-5)
+    # one encoder call of 2B rows = the two views encoded apart
+    id_emb, sem_emb = model.item_embedding(seq), model.semantic_vectors(seq)
+    id_emb, sem_emb = model.sem2id(sem_emb, id_emb, seq), model.id2sem(id_emb, sem_emb, seq)
+    apart = torch.cat([model.encode(id_emb, seq, lens), model.encode(sem_emb, seq, lens)], dim=-1)
+    assert torch.allclose(padded * real, apart * real, atol=1e-5)

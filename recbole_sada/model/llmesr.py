@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from recbole_sada.data.dataset import semantic_features, training_sequences
 from recbole_sada.errors import InputError
-from recbole_sada.model.backbones.grouping import gather_last
+from recbole_sada.model.backbones.grouping import gather_last, grouped_encode
 from recbole_sada.model.semantic_adapter import SemanticAdapterMixin
 
 USER_SIM_FUNCS = ("kd",)
@@ -201,13 +201,25 @@ class LLMESRMixin(SemanticAdapterMixin):
 
     # ------------------------------------------------------------------ views
     def encode_views(self, item_seq, item_seq_len):
-        """(B, L, 2D): ``[h_id ; h_sem]`` at every position."""
-        id_emb, sem_emb = self.item_embedding(item_seq), self.semantic_vectors(item_seq)
+        """(B, L, 2D): ``[h_id ; h_sem]`` at every position.
+
+        Cross-attention and encoder run together over the batch's length groups (``grouped_encoding``,
+        exact: the cross-attention is causal and padding-masked, like the backbones it may group),
+        so the cross-attention pays for real items only, as the encoder does."""
+        views = torch.cat([self.item_embedding(item_seq), self.semantic_vectors(item_seq)], dim=-1)
+        if getattr(self, "grouped_encoding", False) and self.grouping_exact:
+            return grouped_encode(self.encode_dual, views, item_seq, item_seq_len, self.group_overhead)
+        return self.encode_dual(views, item_seq, item_seq_len)
+
+    def encode_dual(self, views, item_seq, item_seq_len):
+        """(B, L, 2D) ``[id ; sem]`` embeddings -> (B, L, 2D) ``[h_id ; h_sem]``: the cross-attention,
+        then both views through the shared encoder in one call of 2B rows."""
+        id_emb, sem_emb = views.chunk(2, dim=-1)
         if self.use_cross_att:
             id_emb, sem_emb = self.sem2id(sem_emb, id_emb, item_seq), self.id2sem(id_emb, sem_emb, item_seq)
-        h_id = self.encode_grouped(id_emb, item_seq, item_seq_len)
-        h_sem = self.encode_grouped(sem_emb, item_seq, item_seq_len)
-        return torch.cat([h_id, h_sem], dim=-1)
+        B = views.size(0)
+        H = self.encode(torch.cat([id_emb, sem_emb], 0), item_seq.repeat(2, 1), item_seq_len.repeat(2))
+        return torch.cat([H[:B], H[B:]], dim=-1)
 
     def forward(self, item_seq, item_seq_len):
         return gather_last(self.encode_views(item_seq, item_seq_len), item_seq_len)

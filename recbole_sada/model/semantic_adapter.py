@@ -1,9 +1,17 @@
 """The adapted semantic item table shared by LLM-ESR's semantic view and LLMEmb's RAT: the
 semantic table ``S`` (the plugin's ``.itememb``, read from the dataset) as an embedding, and a
 trainable two-layer linear adapter ``A(s) = W2 (W1 s)`` (``d -> d / 2 -> D``, as both papers'
-code), with the adapter run once per distinct id and the full adapted table cached at evaluation."""
+code), with the adapter run once per distinct id and the full adapted table cached at evaluation.
+
+The two layers have no activation between them, so the adapter is applied as the one linear map it
+is, ``A(s) = (W2 W1) s + (W2 b1 + b2)``: the parameters (and what they can learn) are the two
+layers', the values and gradients the same up to floating-point rounding, and a ``d``-wide row
+costs ``d * D`` multiply-adds instead of ``d * d / 2 + d / 2 * D`` (3.5x fewer at d 384, D 64;
+on Beauty the adapter was most of LLM-ESR's step time).  ``adapter(...)`` still computes the
+two-layer form."""
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class SemanticAdapterMixin:
@@ -15,15 +23,20 @@ class SemanticAdapterMixin:
         half = max(feats.dim // 2, 1)
         self.adapter = nn.Sequential(nn.Linear(feats.dim, half), nn.Linear(half, hidden))
 
+    def adapter_map(self):
+        """``(W, b)`` with ``A(s) = W s + b``: the two linear layers of ``adapter`` composed."""
+        first, second = self.adapter[0], self.adapter[1]
+        return second.weight @ first.weight, F.linear(first.bias, second.weight, second.bias)
+
     def semantic_vectors(self, ids):
         """``A(S[ids])`` for ``ids`` of any shape, the adapter run once per distinct id (a batch
         repeats items and padding; the values and gradients are those of the full form)."""
         unique, inverse = torch.unique(ids, return_inverse=True)
-        return self.adapter(self.semantic_table(unique))[inverse]
+        return F.linear(self.semantic_table(unique), *self.adapter_map())[inverse]
 
     def adapted_table(self):
         """(n_items, D) ``A(S)`` of every item."""
-        return self.adapter(self.semantic_table.weight)
+        return F.linear(self.semantic_table.weight, *self.adapter_map())
 
     def train(self, mode=True):
         self._eval_table = None  # the evaluation-time item table is rebuilt after any training
