@@ -72,7 +72,6 @@ class LLMEmbRATMixin(SemanticAdapterMixin):
     """Adapted frozen semantic item table aligned to a trained backbone's (see module docstring)."""
 
     properties_name = "LLMEmbRAT"
-    needs_semantic = True  # prepare() builds the semantic feature files before the dataset
     needs_causal = True
     causal_reason = "its adapted item table replaces the ID table, and the mask token of cloze training has no text; it is"
     # the trainer hands ``pretrained_path`` to :meth:`load_alignment_target` instead of loading it

@@ -141,7 +141,6 @@ class LLMESRMixin(SemanticAdapterMixin):
     """Dual-view backbone with retrieval-augmented self-distillation (see module docstring)."""
 
     properties_name = "LLMESR"
-    needs_semantic = True  # prepare() builds the semantic feature files before the dataset
     # trained on next-item targets at every position: causal backbones only
     needs_causal = True
     causal_reason = "its two views and the distilled user representation are"

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 class SemanticAdapterMixin:
     """``semantic_table`` + ``adapter``; :meth:`semantic_vectors` and :meth:`eval_cached`."""
 
+    needs_semantic = True  # prepare() builds the semantic feature files before the dataset
+
     def setup_semantic_adapter(self, feats, hidden, freeze=True):
         """Build ``semantic_table`` (frozen unless ``freeze`` is False) and ``adapter`` to width ``hidden``."""
         self.semantic_table = nn.Embedding.from_pretrained(feats.item_semantic.float(), freeze=freeze, padding_idx=0)
