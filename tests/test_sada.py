@@ -226,3 +226,24 @@ def test_eval_table_is_cached_until_parameters_change(sada_cfg):
     net.load_state_dict(net.state_dict())  # a reload rebuilds it too
     with torch.no_grad():
         assert net.output_item_embedding() is not second
+
+
+@pytest.mark.parametrize("mode", ["relu", "cosine01"])
+def test_relevance_at_real_pairs_only_equals_the_full_computation(sada_cfg, mode):
+    from recbole_sada.model import augment as A
+    from recbole_sada.quick_start import prepare
+    from recbole_sada.utils import get_model
+
+    config, _, train, _, _ = prepare("SADASASRec", "tiny", config_dict={**sada_cfg, "relevance_mode": mode})
+    model = get_model("SADASASRec")(config, train._dataset)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, model.n_items, (6, 9), generator=g)
+    b = torch.randint(0, model.n_items, (6, 9), generator=g)
+    a[:, 6:] = 0  # padding tails
+    b[0, :] = 0
+    full = A.semantic_relevance(model.item_semantic[a], model.item_semantic[b], mode=mode)
+    got = model.relevance(a, b)
+    assert got.shape == full.shape and torch.equal(got, full)
+    assert torch.all(got[:, 6:] == 1) and torch.all(got[0] == 1)  # padding pairs: plain BASRec mixing
+    col = model.relevance(a, b[:, :1])  # broadcasting, as (B, L) against (B, 1)
+    assert torch.equal(col, A.semantic_relevance(model.item_semantic[a], model.item_semantic[b[:, :1]], mode=mode))

@@ -272,7 +272,17 @@ class SADAMixin(BASRecMixin):
                                  mode=self.substitute_blend).topk(self.substitute_topk)
 
     def relevance(self, a, b):
-        return A.semantic_relevance(self.item_semantic[a], self.item_semantic[b], mode=self.relevance_mode)
+        """Semantic relevance of the items ``a`` and ``b`` (broadcastable id tensors), computed at the
+        pairs of two real items only: a padding id has the zero text vector, whose relevance is 1
+        by definition (:func:`semantic_relevance`), so the other pairs are 1 without gathering
+        ``d``-wide rows for them (most of a Beauty batch is padding)."""
+        a, b = torch.broadcast_tensors(a, b)
+        out = torch.ones(a.shape, device=a.device)
+        real = (a > 0) & (b > 0)
+        if bool(real.any()):
+            out[real] = A.semantic_relevance(self.item_semantic[a[real]], self.item_semantic[b[real]],
+                                             mode=self.relevance_mode)
+        return out
 
     def single_relevance(self, item_seq, aug_seq):
         return self.relevance(item_seq, aug_seq) if self.use_adaptive_mix else None
