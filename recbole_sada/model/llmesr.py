@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from recbole_sada.data.dataset import semantic_features, training_sequences
 from recbole_sada.errors import InputError
-from recbole_sada.model.backbones.grouping import gather_last, grouped_encode
+from recbole_sada.model.backbones.grouping import gather_last
 from recbole_sada.model.semantic_adapter import SemanticAdapterMixin
 
 USER_SIM_FUNCS = ("kd",)
@@ -206,9 +206,7 @@ class LLMESRMixin(SemanticAdapterMixin):
         exact: the cross-attention is causal and padding-masked, like the backbones it may group),
         so the cross-attention pays for real items only, as the encoder does."""
         views = torch.cat([self.item_embedding(item_seq), self.semantic_vectors(item_seq)], dim=-1)
-        if getattr(self, "grouped_encoding", False) and self.grouping_exact:
-            return grouped_encode(self.encode_dual, views, item_seq, item_seq_len, self.group_overhead)
-        return self.encode_dual(views, item_seq, item_seq_len)
+        return self.encode_grouped(views, item_seq, item_seq_len, encode=self.encode_dual)
 
     def encode_dual(self, views, item_seq, item_seq_len):
         """(B, L, 2D) ``[id ; sem]`` embeddings -> (B, L, 2D) ``[h_id ; h_sem]``: the cross-attention,

@@ -109,13 +109,15 @@ class SeqBackboneMixin:
     # padding-masked encoders with right padding), so length-grouped encoding is exact.
     grouping_exact = True
 
-    def encode_grouped(self, item_emb, item_seq, item_seq_len, last_only=False):
+    def encode_grouped(self, item_emb, item_seq, item_seq_len, last_only=False, encode=None):
         """``encode`` over length groups of the batch (exact; see ``grouping``), or padded when
         ``grouped_encoding`` is off or the backbone is not exact under trimming.  ``last_only``:
-        the (B, D) outputs at the last real items."""
+        the (B, D) outputs at the last real items.  ``encode``: another function of the same
+        signature to group (default the backbone's), exact under trimming wherever the backbone is."""
+        encode = encode or self.encode
         if getattr(self, "grouped_encoding", False) and self.grouping_exact:
-            return grouped_encode(self.encode, item_emb, item_seq, item_seq_len, self.group_overhead, last_only)
-        H = self.encode(item_emb, item_seq, item_seq_len)
+            return grouped_encode(encode, item_emb, item_seq, item_seq_len, self.group_overhead, last_only)
+        H = encode(item_emb, item_seq, item_seq_len)
         return gather_last(H, item_seq_len) if last_only else H
 
     def output_item_embedding(self):
