@@ -7,6 +7,11 @@ metrics, the default groups and, optionally, other group definitions, as json.
 local result next to the checkpoint and its committed copy in ``results/runs``): only after checking
 that this evaluation gives the run's recorded test metrics and groups, so a run made before
 ``group_sets`` was set gains that table without being trained again.
+
+``--eval_mask_history False`` tests the same checkpoint with the user's input items left in the
+ranking (RecBole's own protocol) where it was trained and selected with them masked (or the other
+way round): what the protocol choice alone does to a model's numbers.  The model selection (best
+epoch) stays the one of the run.
 """
 import argparse
 import ast
@@ -28,17 +33,24 @@ def main(argv=None):
     parser.add_argument("--group_sets", default=None, help="a dict as for the config key group_sets")
     parser.add_argument("--into", nargs="*", default=[], metavar="RUN_JSON",
                         help="run results to add test_group_sets to (their test metrics must match this evaluation)")
+    parser.add_argument("--eval_mask_history", choices=("True", "False"), default=None,
+                        help="test with the user's input items masked or not (default: as the run was)")
     args = parser.parse_args(argv)
+    if args.into and args.eval_mask_history is not None:
+        parser.error("--into checks the run's own test metrics; it cannot be combined with --eval_mask_history")
     checkpoint = load_checkpoint(args.model_file, map_location="cpu")
     config, model, _, train_data, _, test_data = load_data_and_model(args.model_file)
     if args.group_sets:
         config["group_sets"] = ast.literal_eval(args.group_sets)
+    if args.eval_mask_history is not None:
+        config["eval_mask_history"] = model.eval_mask_history = args.eval_mask_history == "True"
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     groups = GroupEvaluator(config, train_data._dataset)
     with groups.recording(trainer):
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     out = {"model_file": args.model_file, "epoch": checkpoint.get("epoch"),
-           "best_valid_score": checkpoint.get("best_valid_score"), "test_result": dict(test),
+           "best_valid_score": checkpoint.get("best_valid_score"),
+           "eval_mask_history": bool(config["eval_mask_history"]), "test_result": dict(test),
            "test_groups": groups.result(), "test_group_sets": groups.set_results()}
     print(json.dumps(out, default=float))
     for path in args.into:

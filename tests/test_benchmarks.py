@@ -218,3 +218,28 @@ def test_cost_times_the_given_models_under_a_preset(tmp_path, small_cfg):
     rows = [line for line in text.splitlines() if line.startswith("| SASRec")]
     assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00"  # the first spec is the reference
     assert "x first" in text and "'SASRec[hidden_dropout_prob=0.3]'" in text  # reproduce line is quoted
+
+
+def test_eval_checkpoint_retests_a_checkpoint_with_history_unmasked(small_cfg, capsys):
+    from recbole_sada.quick_start import run_recbole_sada
+
+    spec_e = importlib.util.spec_from_file_location("eval_checkpoint", ROOT / "benchmarks" / "eval_checkpoint.py")
+    evalc = importlib.util.module_from_spec(spec_e)
+    spec_e.loader.exec_module(evalc)
+    result = run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "eval_mask_history": True})
+    outs = {}
+    for flag in (None, "True", "False"):
+        argv = [result["model_file"]] + ([] if flag is None else ["--eval_mask_history", flag])
+        assert evalc.main(argv) == 0
+        outs[flag] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # as the run was: the run's own test metrics, masked
+    assert outs[None]["eval_mask_history"] is True and outs["True"]["test_result"] == outs[None]["test_result"]
+    for k, v in result["test_result"].items():
+        assert abs(outs[None]["test_result"][k] - v) < 1e-9
+    # input items back in the ranking change the ranks (they push a new target down and let a
+    # repeated one back in): the same checkpoint, other numbers
+    unmasked = outs["False"]
+    assert unmasked["eval_mask_history"] is False
+    assert unmasked["test_result"] != outs[None]["test_result"]
+    with pytest.raises(SystemExit):
+        evalc.main([result["model_file"], "--eval_mask_history", "False", "--into", "x.json"])
