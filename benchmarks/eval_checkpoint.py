@@ -11,7 +11,10 @@ that this evaluation gives the run's recorded test metrics and groups, so a run 
 ``--eval_mask_history False`` tests the same checkpoint with the user's input items left in the
 ranking (RecBole's own protocol) where it was trained and selected with them masked (or the other
 way round): what the protocol choice alone does to a model's numbers.  The model selection (best
-epoch) stays the one of the run.
+epoch) stays the one of the run.  ``--test_mode uni100`` (or ``pop100``...) tests it against
+RecBole's sampled negatives, drawn as a run's ``extra_test_modes`` draws them (same seed, same
+negatives), so a run trained before ``extra_test_modes`` was set gets the sampled numbers it would
+have reported.
 """
 import argparse
 import ast
@@ -23,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recbole_sada.compat import load_checkpoint  # noqa: E402
 from recbole_sada.evaluation.groups import GroupEvaluator  # noqa: E402
-from recbole_sada.quick_start import load_data_and_model  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
+
+from recbole_sada.quick_start import load_data_and_model, test_loader_in_mode  # noqa: E402
 from recbole_sada.utils import get_trainer  # noqa: E402
 
 
@@ -35,22 +40,29 @@ def main(argv=None):
                         help="run results to add test_group_sets to (their test metrics must match this evaluation)")
     parser.add_argument("--eval_mask_history", choices=("True", "False"), default=None,
                         help="test with the user's input items masked or not (default: as the run was)")
+    parser.add_argument("--test_mode", default=None,
+                        help="RecBole's eval mode for the test pass (uni100, pop100, ...; default: the run's)")
     args = parser.parse_args(argv)
-    if args.into and args.eval_mask_history is not None:
-        parser.error("--into checks the run's own test metrics; it cannot be combined with --eval_mask_history")
+    if args.into and (args.eval_mask_history is not None or args.test_mode is not None):
+        parser.error("--into checks the run's own test metrics; it cannot be combined with "
+                     "--eval_mask_history or --test_mode")
     checkpoint = load_checkpoint(args.model_file, map_location="cpu")
-    config, model, _, train_data, _, test_data = load_data_and_model(args.model_file)
+    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(args.model_file)
     if args.group_sets:
         config["group_sets"] = ast.literal_eval(args.group_sets)
     if args.eval_mask_history is not None:
         config["eval_mask_history"] = model.eval_mask_history = args.eval_mask_history == "True"
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if args.test_mode is not None:
+        test_data = test_loader_in_mode(config, dataset, train_data, valid_data, test_data, args.test_mode)
+        init_seed(config["seed"], config["reproducibility"])
     groups = GroupEvaluator(config, train_data._dataset)
     with groups.recording(trainer):
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     out = {"model_file": args.model_file, "epoch": checkpoint.get("epoch"),
            "best_valid_score": checkpoint.get("best_valid_score"),
-           "eval_mask_history": bool(config["eval_mask_history"]), "test_result": dict(test),
+           "eval_mask_history": bool(config["eval_mask_history"]),
+           "test_mode": args.test_mode or config["eval_args"]["mode"].get("test", "full"), "test_result": dict(test),
            "test_groups": groups.result(), "test_group_sets": groups.set_results()}
     print(json.dumps(out, default=float))
     for path in args.into:

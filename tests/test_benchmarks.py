@@ -226,7 +226,8 @@ def test_eval_checkpoint_retests_a_checkpoint_with_history_unmasked(small_cfg, c
     spec_e = importlib.util.spec_from_file_location("eval_checkpoint", ROOT / "benchmarks" / "eval_checkpoint.py")
     evalc = importlib.util.module_from_spec(spec_e)
     spec_e.loader.exec_module(evalc)
-    result = run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "eval_mask_history": True})
+    result = run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "eval_mask_history": True,
+                                                            "extra_test_modes": ["uni100"]})
     outs = {}
     for flag in (None, "True", "False"):
         argv = [result["model_file"]] + ([] if flag is None else ["--eval_mask_history", flag])
@@ -241,5 +242,36 @@ def test_eval_checkpoint_retests_a_checkpoint_with_history_unmasked(small_cfg, c
     unmasked = outs["False"]
     assert unmasked["eval_mask_history"] is False
     assert unmasked["test_result"] != outs[None]["test_result"]
+    # the sampled test of a reloaded checkpoint draws the run's own negatives
+    assert evalc.main([result["model_file"], "--test_mode", "uni100"]) == 0
+    sampled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sampled["test_mode"] == "uni100" and outs[None]["test_mode"] == "full"
+    for k, v in result["extra_tests"]["uni100"]["test_result"].items():
+        assert abs(sampled["test_result"][k] - v) < 1e-9, k
+    assert sampled["test_result"] != outs[None]["test_result"]
     with pytest.raises(SystemExit):
         evalc.main([result["model_file"], "--eval_mask_history", "False", "--into", "x.json"])
+
+
+def test_retest_tables_each_protocol_per_model(monkeypatch, tmp_path):
+    spec_r = importlib.util.spec_from_file_location("retest", ROOT / "benchmarks" / "retest.py")
+    retest = importlib.util.module_from_spec(spec_r)
+    spec_r.loader.exec_module(retest)
+    scale = {"masked": 1.0, "unmasked": 0.5, "uni100": 8.0}
+
+    def fake_evaluate(path, protocol):
+        base = 0.02 if "a" in Path(path).name else 0.04
+        v = base * scale[protocol]
+        return {"test_result": {m: v for m in retest.METRICS},
+                "test_groups": {g: {"ndcg@10": v} for g in retest.GROUPS}}
+
+    monkeypatch.setattr(retest, "evaluate", fake_evaluate)
+    out = tmp_path / "t.md"
+    assert retest.main(["--protocols", "masked", "unmasked", "--output", str(out), "--checkpoints",
+                        "M:1=a.pth", "M:2=b.pth"]) == 0
+    text = out.read_text()
+    assert "| M | 1, 2 | masked | 0.0300 |" in text and "| M | 1, 2 | unmasked | 0.0150 |" in text
+    assert "| M | | unmasked vs masked | -50.0% |" in text
+    assert "--protocols masked unmasked --checkpoints M:1=a.pth M:2=b.pth" in text
+    with pytest.raises(SystemExit):
+        retest.parse_checkpoint("no-seed.pth")
