@@ -88,10 +88,12 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
 
     from recbole_sada.quick_start import run_recbole_sada
 
-    curve, start = [], time.time()
+    curve, start, loads = [], time.time(), []
 
     def on_valid(epoch_idx, valid_score):
         curve.append([int(epoch_idx), float(valid_score), time.time() - start])
+        if hasattr(os, "getloadavg"):
+            loads.append(os.getloadavg()[0])
 
     result = run_recbole_sada(model, dataset, config_dict=config_dict, callback_fn=on_valid)
     if keep_checkpoint:
@@ -107,6 +109,9 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
         "test_groups": result.get("test_groups"),
         "test_group_sets": result.get("test_group_sets") or {},
         "valid_curve": curve,
+        # the machine's 1-minute load average at each evaluation: how busy the cores were while
+        # this run's epoch time was measured (other runs of the table, or anything else)
+        "load_average": sum(loads) / len(loads) if loads else None,
         "extra_tests": {mode: {"test_result": dict(v["test_result"]), "test_groups": v["test_groups"]}
                         for mode, v in (result.get("extra_tests") or {}).items()},
     }
@@ -343,13 +348,25 @@ def alignment_model(spec):
         return False
 
 
+def load_note(runs):
+    """``; load ...`` from the runs' recorded load averages (runs reused from the cache were timed
+    under their own command's load, which ``jobs`` of this command does not describe)."""
+    loads = [r["load_average"] for rs in runs.values() for r in rs if r and r.get("load_average") is not None]
+    n = sum(1 for rs in runs.values() for r in rs if r)
+    if not loads:
+        return "; load while the runs were timed: not recorded" if n else ""
+    missing = f", not recorded for {n - len(loads)} of {n} runs" if len(loads) < n else ""
+    return (f"; 1-min load average while the runs were timed {min(loads):.1f}-{max(loads):.1f}{missing}")
+
+
 def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False, scratch=()):
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
     lines.append(ranking_protocol(overrides))
     lines.append("p-values: paired t-test on test NDCG@10 over seeds, against the first row and the row above.")
-    lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}.")
+    lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}"
+                 f"{load_note(runs)}.")
     if pretrain_from_first:
         lines.append(f"Protocol: {models[0]} trains to early stopping; every other row loads {models[0]}'s best "
                      "checkpoint of the same seed and trains stage 2 only (`stage1_epochs: 0`), so its epochs and "

@@ -275,3 +275,10 @@ def test_retest_tables_each_protocol_per_model(monkeypatch, tmp_path):
     assert "--protocols masked unmasked --checkpoints M:1=a.pth M:2=b.pth" in text
     with pytest.raises(SystemExit):
         retest.parse_checkpoint("no-seed.pth")
+
+
+def test_table_header_states_the_load_the_runs_were_timed_under():
+    a, b = {**_result(0.01), "load_average": 1.2}, {**_result(0.02), "load_average": 2.9}
+    assert run_table.load_note({"A": [a], "B": [b]}) == "; 1-min load average while the runs were timed 1.2-2.9"
+    assert "not recorded for 1 of 2 runs" in run_table.load_note({"A": [a], "B": [_result(0.02)]})
+    assert run_table.load_note({"A": [_result(0.01)]}) == "; load while the runs were timed: not recorded"
