@@ -19,6 +19,7 @@ have reported.
 import argparse
 import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -30,6 +31,45 @@ from recbole.utils import init_seed  # noqa: E402
 
 from recbole_sada.quick_start import load_data_and_model, test_loader_in_mode  # noqa: E402
 from recbole_sada.utils import get_trainer  # noqa: E402
+
+
+TEST_MODE = re.compile(r"^(full|(uni|pop)[1-9][0-9]*)$")
+
+
+class Loaded:
+    """A checkpoint with the config, dataset, dataloaders and model it was trained with (loaded once,
+    tested as often as wanted by :func:`evaluate`)."""
+
+    def __init__(self, model_file):
+        self.model_file = model_file
+        self.checkpoint = load_checkpoint(model_file, map_location="cpu")
+        (self.config, self.model, self.dataset,
+         self.train_data, self.valid_data, self.test_data) = load_data_and_model(model_file)
+        self.run_mask = bool(self.config["eval_mask_history"])
+
+
+def evaluate(loaded, group_sets=None, eval_mask_history=None, test_mode=None):
+    """One test pass of ``loaded`` as a json-ready dict: with the input items masked or not
+    (``None``: as the run was), in RecBole's eval mode ``test_mode`` (``None``: the run's)."""
+    config, model = loaded.config, loaded.model
+    if group_sets is not None:
+        config["group_sets"] = group_sets
+    mask = loaded.run_mask if eval_mask_history is None else bool(eval_mask_history)
+    config["eval_mask_history"] = model.eval_mask_history = mask
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    test_data = loaded.test_data
+    if test_mode is not None:
+        test_data = test_loader_in_mode(config, loaded.dataset, loaded.train_data, loaded.valid_data, test_data, test_mode)
+        init_seed(config["seed"], config["reproducibility"])
+    groups = GroupEvaluator(config, loaded.train_data._dataset)
+    with groups.recording(trainer):
+        test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    out = {"model_file": loaded.model_file, "epoch": loaded.checkpoint.get("epoch"),
+           "best_valid_score": loaded.checkpoint.get("best_valid_score"),
+           "loss_type": config["loss_type"], "eval_mask_history": mask,
+           "test_mode": test_mode or config["eval_args"]["mode"].get("test", "full"), "test_result": dict(test),
+           "test_groups": groups.result(), "test_group_sets": groups.set_results()}
+    return json.loads(json.dumps(out, default=float))
 
 
 def main(argv=None):
@@ -46,27 +86,17 @@ def main(argv=None):
     if args.into and (args.eval_mask_history is not None or args.test_mode is not None):
         parser.error("--into checks the run's own test metrics; it cannot be combined with "
                      "--eval_mask_history or --test_mode")
-    checkpoint = load_checkpoint(args.model_file, map_location="cpu")
-    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(args.model_file)
-    if args.group_sets:
-        config["group_sets"] = ast.literal_eval(args.group_sets)
-    if args.eval_mask_history is not None:
-        config["eval_mask_history"] = model.eval_mask_history = args.eval_mask_history == "True"
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    if args.test_mode is not None:
-        test_data = test_loader_in_mode(config, dataset, train_data, valid_data, test_data, args.test_mode)
-        init_seed(config["seed"], config["reproducibility"])
-    groups = GroupEvaluator(config, train_data._dataset)
-    with groups.recording(trainer):
-        test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-    out = {"model_file": args.model_file, "epoch": checkpoint.get("epoch"),
-           "best_valid_score": checkpoint.get("best_valid_score"),
-           "eval_mask_history": bool(config["eval_mask_history"]),
-           "test_mode": args.test_mode or config["eval_args"]["mode"].get("test", "full"), "test_result": dict(test),
-           "test_groups": groups.result(), "test_group_sets": groups.set_results()}
-    print(json.dumps(out, default=float))
+    if args.test_mode is not None and not TEST_MODE.match(args.test_mode):
+        parser.error(f"--test_mode takes full, uni<N> or pop<N> (e.g. uni100), got {args.test_mode!r}")
+    loaded = Loaded(args.model_file)
+    if args.eval_mask_history is not None and not hasattr(loaded.model, "eval_mask_history"):
+        parser.error(f"--eval_mask_history: {loaded.config['model']} has no history masking "
+                     "(the plugin's models have it; RecBole's own do not)")
+    out = evaluate(loaded, ast.literal_eval(args.group_sets) if args.group_sets else None,
+                   None if args.eval_mask_history is None else args.eval_mask_history == "True", args.test_mode)
+    print(json.dumps(out))
     for path in args.into:
-        merge_group_sets(path, json.loads(json.dumps(out, default=float)))
+        merge_group_sets(path, out)
     return 0
 
 

@@ -4,7 +4,7 @@ as a markdown table of means over seeds with the change against the first protoc
     python benchmarks/retest.py --protocols masked unmasked --checkpoints SASRec:2023=log/benchmarks/checkpoints/SASRec-beauty-2023-....pth \\
         BASRecSASRec:2023=saved/BASRecSASRec-....pth ...
 
-Protocols, each one test pass of ``benchmarks/eval_checkpoint.py``:
+Protocols, each one test pass of ``benchmarks/eval_checkpoint.py`` (the checkpoint is loaded once):
 
 * ``masked``: full ranking with the user's input items masked (the S3-Rec / BASRec code's protocol);
 * ``unmasked``: full ranking with them (RecBole's);
@@ -15,8 +15,6 @@ Training and model selection stay the run's own (e.g. masked full-ranking valida
 protocol's column is "the run read under that protocol", not a run trained and selected under it.
 """
 import argparse
-import contextlib
-import io
 import json
 import sys
 from collections import defaultdict
@@ -25,6 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_table import machine  # noqa: E402
 METRICS = ("hit@10", "ndcg@10", "hit@20", "ndcg@20")
 GROUPS = ("users[0,4)", "users[6,inf)", "items:head", "items:tail")
 
@@ -39,20 +40,24 @@ def parse_checkpoint(text):
         raise SystemExit(f"error: --checkpoints takes MODEL:SEED=PATH, got {text!r}")
 
 
-PROTOCOLS = {"masked": ["--eval_mask_history", "True"], "unmasked": ["--eval_mask_history", "False"],
-             "uni100": ["--test_mode", "uni100"], "pop100": ["--test_mode", "pop100"]}
+PROTOCOLS = {"masked": {"eval_mask_history": True}, "unmasked": {"eval_mask_history": False},
+             "uni100": {"test_mode": "uni100"}, "pop100": {"test_mode": "pop100"}}
 
 
-def evaluate(path, protocol):
+def load_eval_checkpoint():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("eval_checkpoint", ROOT / "benchmarks" / "eval_checkpoint.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        mod.main([path] + PROTOCOLS[protocol])
-    return json.loads(buf.getvalue().strip().splitlines()[-1])
+    return mod
+
+
+def evaluate_all(path, protocols):
+    """{protocol: eval_checkpoint output} for one checkpoint, loaded once."""
+    evalc = load_eval_checkpoint()
+    loaded = evalc.Loaded(path)
+    return {p: evalc.evaluate(loaded, **PROTOCOLS[p]) for p in protocols}
 
 
 def table(results, protocols):
@@ -89,10 +94,13 @@ def main(argv=None):
     items = [parse_checkpoint(c) for c in args.checkpoints]
     for i, (model, seed, path) in enumerate(items, 1):
         print(f"[{i}/{len(items)}] {model} seed {seed}: {path}", file=sys.stderr, flush=True)
-        results[model][seed] = {p: evaluate(path, p) for p in args.protocols}
+        results[model][seed] = evaluate_all(path, args.protocols)
+    outs = [o for r in results.values() for d in r.values() for o in d.values()]
+    losses = sorted({o["loss_type"] for o in outs})
     lines = [f"## {args.title}", "", f"Test metrics of each checkpoint under {', '.join(args.protocols)} (training and "
              "best-epoch selection as the run made them); means over the seeds listed. "
-             "Groups: users by training length, test items by training popularity (head = top 20%).", ""]
+             "Groups: users by training length, test items by training popularity (head = top 20%).",
+             f"Loss of the runs: {', '.join(f'`{x}`' for x in losses)}. Machine of this evaluation: {machine()}.", ""]
     lines += table(results, args.protocols)
     lines += ["", "Reproduce (the checkpoints of the runs named):", "", "```",
               f"python benchmarks/retest.py --protocols {' '.join(args.protocols)} --checkpoints "

@@ -356,7 +356,7 @@ def load_note(runs):
     if not loads:
         return "; load while the runs were timed: not recorded" if n else ""
     missing = f", not recorded for {n - len(loads)} of {n} runs" if len(loads) < n else ""
-    return (f"; 1-min load average while the runs were timed {min(loads):.1f}-{max(loads):.1f}{missing}")
+    return f"; 1-min load average while the runs were timed {min(loads):.1f}-{max(loads):.1f}{missing}"
 
 
 def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False, scratch=()):

@@ -251,6 +251,15 @@ def test_eval_checkpoint_retests_a_checkpoint_with_history_unmasked(small_cfg, c
     assert sampled["test_result"] != outs[None]["test_result"]
     with pytest.raises(SystemExit):
         evalc.main([result["model_file"], "--eval_mask_history", "False", "--into", "x.json"])
+    with pytest.raises(SystemExit):
+        evalc.main([result["model_file"], "--test_mode", "uni"])
+    # one load, several passes: each pass gives what a fresh load gives
+    loaded = evalc.Loaded(result["model_file"])
+    again = [evalc.evaluate(loaded, eval_mask_history=False), evalc.evaluate(loaded, test_mode="uni100"),
+             evalc.evaluate(loaded)]
+    assert again[0]["test_result"] == unmasked["test_result"]
+    assert again[1]["test_result"] == sampled["test_result"]
+    assert again[2]["test_result"] == outs[None]["test_result"] and again[2]["eval_mask_history"] is True
 
 
 def test_retest_tables_each_protocol_per_model(monkeypatch, tmp_path):
@@ -262,10 +271,10 @@ def test_retest_tables_each_protocol_per_model(monkeypatch, tmp_path):
     def fake_evaluate(path, protocol):
         base = 0.02 if "a" in Path(path).name else 0.04
         v = base * scale[protocol]
-        return {"test_result": {m: v for m in retest.METRICS},
+        return {"test_result": {m: v for m in retest.METRICS}, "loss_type": "BCE",
                 "test_groups": {g: {"ndcg@10": v} for g in retest.GROUPS}}
 
-    monkeypatch.setattr(retest, "evaluate", fake_evaluate)
+    monkeypatch.setattr(retest, "evaluate_all", lambda path, protocols: {p: fake_evaluate(path, p) for p in protocols})
     out = tmp_path / "t.md"
     assert retest.main(["--protocols", "masked", "unmasked", "--output", str(out), "--checkpoints",
                         "M:1=a.pth", "M:2=b.pth"]) == 0
@@ -273,6 +282,7 @@ def test_retest_tables_each_protocol_per_model(monkeypatch, tmp_path):
     assert "| M | 1, 2 | masked | 0.0300 |" in text and "| M | 1, 2 | unmasked | 0.0150 |" in text
     assert "| M | | unmasked vs masked | -50.0% |" in text
     assert "--protocols masked unmasked --checkpoints M:1=a.pth M:2=b.pth" in text
+    assert "Loss of the runs: `BCE`" in text
     with pytest.raises(SystemExit):
         retest.parse_checkpoint("no-seed.pth")
 
