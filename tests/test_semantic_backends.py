@@ -378,3 +378,12 @@ def test_packaged_smollm2_is_deterministic(tmp_path):
     assert llm._generate(question, 8) == first  # greedy decoding: same text again
     assert llm.chat(question) == first
     assert (llm.stats.calls, llm.stats.cache_hits) == (1, 1)
+
+
+def test_packaged_smollm2_batched_greedy_equals_one_by_one(tmp_path):
+    llm = get_chat_llm({"cache_dir": str(tmp_path), "llm_max_new_tokens": 8, "llm_batch_size": 3})
+    questions = [[{"role": "user", "content": q}] for q in
+                 ("Name one fruit.", "Name two colours of a rainbow, please.", "Say hi.")]
+    batched = llm.chat_many(questions)
+    assert llm.stats.calls == 3 and all(isinstance(a, str) and a for a in batched)
+    assert batched == [llm._generate(q, 8) for q in questions]  # left padding changes no answer

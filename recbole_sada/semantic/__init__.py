@@ -45,6 +45,7 @@ SEMANTIC_DEFAULTS: dict[str, Any] = {
     "llm_max_new_tokens": 128,
     "llm_temperature": 0.0,  # 0: deterministic greedy decoding
     "llm_seed": 2020,  # sampling seed when llm_temperature > 0
+    "llm_batch_size": 8,  # prompts generated together by a local model (greedy decoding only)
     # local models
     "semantic_device": "cpu",  # cpu, cuda, cuda:1, ... or auto
     # OpenAI-compatible HTTP API
@@ -120,6 +121,7 @@ def _validate(cfg: dict[str, Any]) -> None:
     _number(cfg, "llm_max_new_tokens", int, 1)
     _number(cfg, "llm_temperature", float, 0)
     _number(cfg, "llm_seed", int, 0)
+    _number(cfg, "llm_batch_size", int, 1)
     _number(cfg, "api_timeout", float, 0.001)
     _number(cfg, "api_max_retries", int, 0)
     _number(cfg, "api_backoff", float, 0)
@@ -188,4 +190,4 @@ def get_chat_llm(cfg: Any = None, cache: SemanticCache | None = None) -> ChatLLM
     if backend == "openai":
         return OpenAIChatLLM(conf["llm_model"], cache, ApiSettings.from_config(conf), **generation)
     return TransformersChatLLM(conf["llm_model"], cache, gguf_file=conf["llm_gguf_file"],
-                               device=_device(conf), **generation)
+                               device=_device(conf), batch_size=conf["llm_batch_size"], **generation)
