@@ -276,6 +276,67 @@ def test_max_users_limits_the_llm_path(cfg):
     assert sampled == lengths[:5]  # the shortest training sequences go first
 
 
+class BatchedScriptedChat(ScriptedChat):
+    """A :class:`ScriptedChat` that receives its prompts in batches (records their sizes)."""
+
+    def __init__(self, cache, respond, batch_size, stop_after=None):
+        super().__init__(cache, respond, stop_after=stop_after)
+        self.batch_size = batch_size
+        self.batches = []
+
+    def _generate_many(self, batch, max_new_tokens):
+        """All answers of a batch at once, as a local model generates them: an interrupt loses
+        the whole batch."""
+        if self.stop_after is not None and len(self.prompts) + len(batch) > self.stop_after:
+            raise KeyboardInterrupt("simulated interrupt")
+        self.batches.append(len(batch))
+        return [self._generate(m, max_new_tokens) for m in batch]
+
+
+def test_chat_many_is_chat_in_batches(tmp_path):
+    chat = BatchedScriptedChat(SemanticCache(tmp_path / "a"), lambda m, i: m[-1]["content"].upper(), batch_size=2)
+    questions = ["a", "b", "a", "c", "d", "e"]
+    assert chat.chat("c") == "C" and chat.batches == [1]
+    answers = chat.chat_many(questions)
+    assert answers == [q.upper() for q in questions]
+    assert chat.batches == [1, 2, 2]  # "c" from the cache, the second "a" asked once
+    assert (chat.stats.requests, chat.stats.calls, chat.stats.cache_hits) == (7, 5, 2)
+    one = ScriptedChat(SemanticCache(tmp_path / "b"), lambda m, i: m[-1]["content"].upper())
+    assert [one.chat(q) for q in questions] == answers
+    assert chat.chat("e") == "E" and chat.stats.calls == 5  # batched answers are cached like chat's
+
+
+def test_pipeline_llm_batches_give_the_same_file(cfg, tmp_path):
+    """The SNF / ARV questions sent a batch of users at a time: same prompts, answers, outcomes
+    and .aug file as one user at a time."""
+    one = ScriptedChat(SemanticCache(cfg["cache_dir"]), mixed_answers)
+    pipe1 = make_pipeline(cfg, chat=one)
+    s1 = pipe1.run()
+    cfg2 = {**cfg, "cache_dir": str(tmp_path / "cache2"), "checkpoint_dir": str(tmp_path / "saved2"),
+            "aug_file": str(tmp_path / "batched.aug")}
+    many = BatchedScriptedChat(SemanticCache(cfg2["cache_dir"]), mixed_answers, batch_size=4)
+    pipe2 = make_pipeline(cfg2, chat=many)
+    s2 = pipe2.run()
+    assert max(many.batches) == 4 and len(many.batches) < many.stats.calls
+    assert sorted(json.dumps(p) for p in one.prompts) == sorted(json.dumps(p) for p in many.prompts)
+    for stage in ("snf", "arv"):
+        assert s1[stage]["outcomes"] == s2[stage]["outcomes"]
+        assert s1[stage]["llm_calls"] == s2[stage]["llm_calls"]
+    assert aug_rows(pipe1.aug_path)[0] == aug_rows(pipe2.aug_path)[0]
+
+
+def test_resume_after_an_interrupted_batch_repeats_no_answered_prompt(cfg):
+    first = BatchedScriptedChat(SemanticCache(cfg["cache_dir"]), mixed_answers, batch_size=4, stop_after=10)
+    with pytest.raises(KeyboardInterrupt):
+        make_pipeline(cfg, chat=first).run()
+    assert 0 < len(first.prompts) <= 10 and sum(first.batches) == len(first.prompts)
+    second = ScriptedChat(SemanticCache(cfg["cache_dir"]), mixed_answers)
+    summary = make_pipeline(cfg, chat=second).run()
+    # every prompt answered before the interrupt came from the cache; the lost batch was asked again
+    assert not {json.dumps(p) for p in first.prompts} & {json.dumps(p) for p in second.prompts}
+    assert summary["snf"]["resumed"] > 0
+
+
 # ------------------------------------------------------------------------------------ resume / CLI
 def test_resume_does_not_repeat_llm_calls(cfg):
     cache = SemanticCache(cfg["cache_dir"])

@@ -9,7 +9,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from recbole_sada.llmser import prompts
-from recbole_sada.llmser.common import JsonlStage, ask_llm, semantic_top, stage_key
+from recbole_sada.llmser.common import JsonlStage, LLMBatcher, semantic_top, stage_key
 from recbole_sada.llmser.backbone import top_items
 
 
@@ -57,6 +57,22 @@ def run(pipe, keys, pseudo, emb, sampled):
     # ---- ARV: LLM reasoning over F_u, scoring
     start, before = time.time(), pipe.llm_stats()
     use_llm = s.use_reason and pipe.chat_llm is not None
+    pool_of = {r: [int(i) for i in pool if i > 0] for r, pool in zip(todo, pools)}
+
+    def question(r):
+        rest = d.seqs[r][:-1].tolist()
+        skipped = max(0, len(rest) - s.prompt_history)
+        if skipped:
+            head, recent = pseudo[r], rest[-s.prompt_history:]
+        else:
+            head, recent = pseudo[r] + rest, []
+        texts = [d.texts[i] for i in pool_of[r]]
+        messages = prompts.arv_messages([d.texts[i] for i in head], [d.texts[i] for i in recent], texts,
+                                        s.llm_item_noun, skipped)
+        return messages, list(zip(pool_of[r], texts))
+
+    order = [r for r in todo if use_llm and r in sampled and pool_of[r]]
+    batcher = LLMBatcher(pipe.chat_llm, order, question, 1, prompts.ARV_MAX_NEW_TOKENS) if order else None
     bar = tqdm(list(zip(todo, pools)), desc="ARV (reliability)", unit="user", disable=not pipe.show_progress)
     try:
         for r, pool in bar:
@@ -71,17 +87,7 @@ def run(pipe, keys, pseudo, emb, sampled):
             how = "rcs_top1" if s.use_rcs else "semantic_top1"
             pick = pool[0]
             if use_llm and r in sampled:
-                rest = d.seqs[r][:-1].tolist()
-                skipped = max(0, len(rest) - s.prompt_history)
-                if skipped:
-                    head, recent = pseudo[r], rest[-s.prompt_history:]
-                else:
-                    head, recent = pseudo[r] + rest, []
-                texts = [d.texts[i] for i in pool]
-                messages = prompts.arv_messages([d.texts[i] for i in head], [d.texts[i] for i in recent], texts,
-                                                s.llm_item_noun, skipped)
-                ids, outcome, first = ask_llm(pipe.chat_llm, messages, list(zip(pool, texts)), 1,
-                                               prompts.ARV_MAX_NEW_TOKENS)
+                ids, outcome, first = batcher.get(r)
                 record["first_status"] = first
                 if ids:
                     pick = ids[0]

@@ -1,5 +1,5 @@
 """Pieces shared by the LLMSeR stages: stage keys, per-user stage files, semantic ranking and the
-one-question-one-repair exchange with the chat LLM."""
+one-question-one-repair exchange with the chat LLM (asked a batch of users at a time)."""
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -67,16 +67,61 @@ def ask_llm(llm, messages, candidates, m, max_new_tokens):
         ``filled`` (some picks; the caller fills the rest) or ``failed`` (no usable pick), and the
         parse status of the first answer.
     """
-    answer = llm.chat(messages, max_new_tokens=max_new_tokens)
-    first = parse_choices(answer, candidates, m)
-    if first.status == OK:
-        return first.ids, "ok", first.status
-    repair = prompts.repair_messages(messages, answer, _PROBLEMS[first.status], m, len(candidates))
-    second = parse_choices(llm.chat(repair, max_new_tokens=max_new_tokens), candidates, m)
-    if second.status == OK:
-        return second.ids, "repaired", first.status
-    ids = list(dict.fromkeys(first.ids + second.ids))[:m]
-    return ids, ("filled" if ids else "failed"), first.status
+    return ask_llm_many(llm, [(messages, candidates)], m, max_new_tokens)[0]
+
+
+def ask_llm_many(llm, questions, m, max_new_tokens):
+    """:func:`ask_llm` for several ``(messages, candidates)`` questions at once: the first
+    answers in one :meth:`~recbole_sada.semantic.ChatLLM.chat_many`, then the repair turns of
+    those that need one in a second; the results are those of asking one by one (same prompts,
+    same cache entries)."""
+    answers = llm.chat_many([msgs for msgs, _ in questions], max_new_tokens=max_new_tokens)
+    firsts = [parse_choices(a, cands, m) for a, (_, cands) in zip(answers, questions)]
+    need = [j for j, first in enumerate(firsts) if first.status != OK]
+    repairs = [prompts.repair_messages(questions[j][0], answers[j], _PROBLEMS[firsts[j].status], m,
+                                       len(questions[j][1])) for j in need]
+    seconds = dict(zip(need, llm.chat_many(repairs, max_new_tokens=max_new_tokens))) if need else {}
+    out = []
+    for j, ((_, cands), first) in enumerate(zip(questions, firsts)):
+        if first.status == OK:
+            out.append((first.ids, "ok", first.status))
+            continue
+        second = parse_choices(seconds[j], cands, m)
+        if second.status == OK:
+            out.append((second.ids, "repaired", first.status))
+            continue
+        ids = list(dict.fromkeys(first.ids + second.ids))[:m]
+        out.append((ids, ("filled" if ids else "failed"), first.status))
+    return out
+
+
+class LLMBatcher:
+    """The LLM answers of a stage's users, asked ``size`` users at a time (one
+    :func:`ask_llm_many`) in the order the stage's loop meets them, so the loop stays per user
+    (records written, resumable) while the model sees batches.
+
+    Args:
+        order: the rows that will ask the LLM, in loop order.
+        question: row -> ``(messages, candidates)``.
+        m, max_new_tokens: as :func:`ask_llm`.
+        size: rows per batch (the chat LLM's ``batch_size``).
+    """
+
+    def __init__(self, llm, order, question, m, max_new_tokens, size=None):
+        self.llm, self.order, self.question = llm, list(order), question
+        self.m, self.max_new_tokens = m, max_new_tokens
+        self.size = max(1, int(size if size is not None else getattr(llm, "batch_size", 1)))
+        self.position = {r: k for k, r in enumerate(self.order)}
+        self.answers = {}
+
+    def get(self, row):
+        """``(ids, outcome, first_status)`` of ``row``, asking it with the next rows if needed."""
+        if row not in self.answers:
+            k = self.position[row]
+            chunk = [r for r in self.order[k:k + self.size] if r not in self.answers]
+            results = ask_llm_many(self.llm, [self.question(r) for r in chunk], self.m, self.max_new_tokens)
+            self.answers.update(zip(chunk, results))
+        return self.answers.pop(row)
 
 
 class JsonlStage:

@@ -47,6 +47,10 @@ Choices where the paper leaves room (all documented in ``results/llmser.md`` too
 * **Bad answers.**  Out-of-pool numbers, duplicates, too few picks or no pick at all get one
   repair turn; what is still missing is filled by semantic similarity (SNF: candidates closest to
   the mean text embedding of the shown history; ARV: the RCS top-1).  Every case is counted.
+* **Batches.**  SNF and ARV ask the LLM ``llm_batch_size`` users at a time (the next users of
+  the loop that need it; repair turns as a second batch), a local model generating them
+  together; records are still written user by user, and the prompts, answers and file are
+  those of one user at a time.
 * **``llm: none``** (and users outside the ``max_users`` sample): SNF = the semantic fallback,
   ARV pick = RCS top-1.  ``max_users`` users are sent to the LLM, chosen by ``llm_users``:
   ``shortest`` (the shortest training sequences, i.e. the tail users whose augmented channel
@@ -261,7 +265,7 @@ class LLMSeRPipeline:
         if self._chat_llm is None:
             if self.settings.llm == "none":
                 return None
-            cfg = {k: self.config[k] for k in ("llm_model", "llm_gguf_file", "llm_temperature", "llm_seed",
+            cfg = {k: self.config[k] for k in ("llm_model", "llm_gguf_file", "llm_temperature", "llm_seed", "llm_batch_size",
                                                "semantic_device", "api_base_url", "api_key_env", "api_timeout",
                                                "api_max_retries", "api_backoff", "api_backoff_max", "cache_dir")
                    if k in self.config}

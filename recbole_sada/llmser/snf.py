@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from recbole_sada.llmser import prompts
-from recbole_sada.llmser.common import JsonlStage, ask_llm, rank_by_similarity, stage_key
+from recbole_sada.llmser.common import JsonlStage, LLMBatcher, rank_by_similarity, stage_key
 
 
 def key(pipe, pool_key):
@@ -27,6 +27,16 @@ def run(pipe, keys, pools, emb, sampled):
     store = JsonlStage(pipe.work_dir / f"snf-{keys['snf']}.jsonl")
     token_to_id = {str(t): i for i, t in enumerate(d.item_token)}
     m = s.n_pseudo
+
+    def question(r):
+        texts = [d.texts[i] for i in pools[r]]
+        shown = d.seqs[r][: s.prompt_history]
+        messages = prompts.snf_messages([d.texts[i] for i in shown[::-1]], texts, m, s.llm_item_noun)
+        return messages, list(zip(pools[r], texts))
+
+    asking = s.use_snf and pipe.chat_llm is not None
+    order = [r for r in range(len(d.uids)) if asking and r in sampled and pools[r] and d.token_of_user[r] not in store]
+    batcher = LLMBatcher(pipe.chat_llm, order, question, m, prompts.snf_max_new_tokens(m)) if order else None
     bar = tqdm(range(len(d.uids)), desc="SNF (pseudo items)", unit="user", disable=not pipe.show_progress)
     try:
         for r in bar:
@@ -41,10 +51,7 @@ def run(pipe, keys, pools, emb, sampled):
             elif not s.use_snf:
                 chosen, how = pool[:m], "ccg_top"
             elif r in sampled and pipe.chat_llm is not None:
-                texts = [d.texts[i] for i in pool]
-                messages = prompts.snf_messages([d.texts[i] for i in shown[::-1]], texts, m, s.llm_item_noun)
-                ids, how, first = ask_llm(pipe.chat_llm, messages, list(zip(pool, texts)), m,
-                                            prompts.snf_max_new_tokens(m))
+                ids, how, first = batcher.get(r)
                 record["first_status"] = first
                 record["llm_ranks"] = [pool.index(i) + 1 for i in ids]  # where the LLM's picks sit in R_u
                 chosen = list(ids)
