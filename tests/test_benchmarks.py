@@ -292,3 +292,25 @@ def test_table_header_states_the_load_the_runs_were_timed_under():
     assert run_table.load_note({"A": [a], "B": [b]}) == "; 1-min load average while the runs were timed 1.2-2.9"
     assert "not recorded for 1 of 2 runs" in run_table.load_note({"A": [a], "B": [_result(0.02)]})
     assert run_table.load_note({"A": [_result(0.01)]}) == "; load while the runs were timed: not recorded"
+
+
+def test_aug_compare_measures_pseudo_items_against_history_and_heldout():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    spec_a = importlib.util.spec_from_file_location("aug_compare", ROOT / "benchmarks" / "aug_compare.py")
+    aug_compare = importlib.util.module_from_spec(spec_a)
+    spec_a.loader.exec_module(aug_compare)
+    emb = np.eye(6, dtype=np.float32)  # item i has its own axis; id 0 is padding
+    d = SimpleNamespace(seqs=[np.array([1, 1]), np.array([2])], uids=[7, 8], heldout={7: [3], 8: [5]})
+    pop = np.array([0, 9, 5, 1, 1, 1])
+    tail = np.array([False, False, False, True, True, True])
+    rows = {0: ([1, 3], 0.5), 1: ([4], 1.0)}
+    s = aug_compare.stats(rows, [0, 1], d, emb, pop, tail)
+    assert s["pseudo items"] == 3
+    assert s["tail share"] == pytest.approx(2 / 3)            # items 3 and 4
+    assert s["cosine to history"] == pytest.approx(1 / 3)     # item 1 matches user 0's history
+    assert s["held-out hits per 1000"] == pytest.approx(1000 / 3)  # item 3 is user 0's held-out item
+    assert s["mean omega"] == pytest.approx(0.75)
+    assert s["median popularity"] == 1
