@@ -34,17 +34,17 @@ def load(dataset, backbone="SASRec", config_dict=None):
 
 
 def read(path, d, config):
-    """{user row: (pseudo item ids, omega)} of an ``.aug`` file."""
+    """{user row: (pseudo item ids, omega)} of an ``.aug`` file (users of the train split only)."""
     from recbole_sada.llmser.augfile import read_aug
 
-    rows, meta = read_aug(path, config["USER_ID_FIELD"], "python -m recbole_sada.llmser ...")
+    rows, _ = read_aug(path, config["USER_ID_FIELD"], "python -m recbole_sada.llmser ...")
     item_id = {str(t): i for i, t in enumerate(d.item_token)}
     row_of = {u: r for r, u in enumerate(d.token_of_user)}
     out = {}
     for user, items, omega in rows:
         if str(user) in row_of:
             out[row_of[str(user)]] = ([item_id[str(t)] for t in items if str(t) in item_id], float(omega))
-    return out, meta
+    return out
 
 
 def stats(rows, users, d, emb, pop, tail):
@@ -80,16 +80,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     names = args.names or [Path(f).name for f in args.files]
 
+    from recbole_sada.evaluation.groups import head_item_mask, item_train_popularity
+
     d, emb, config = load(args.dataset)
-    pop = np.zeros(len(d.item_token), dtype=np.int64)
-    for seq in d.seqs:
-        np.add.at(pop, np.asarray(seq, dtype=np.int64), 1)
-    ranked = np.argsort(-pop[1:], kind="stable") + 1
-    tail = np.ones(len(pop), dtype=bool)
-    tail[ranked[: int(round(0.2 * len(ranked)))]] = False
+    # the evaluator's own item groups: training popularity, head = top 20% of the real items
+    pop = item_train_popularity(d.train_dataset, len(d.item_token))
+    tail = ~head_item_mask(pop)
     tail[0] = False
-    (a, meta_a), (b, meta_b) = (read(f, d, config) for f in args.files)
+    a, b = (read(f, d, config) for f in args.files)
     common = sorted(set(a) & set(b))
+    if not common:
+        raise SystemExit(f"error: {args.files[0]} and {args.files[1]} share no user of {args.dataset}'s train "
+                         f"split; pass two .aug files made for --dataset={args.dataset}")
     differ = [r for r in common if sorted(a[r][0]) != sorted(b[r][0])]
     shared = np.mean([len(set(a[r][0]) & set(b[r][0])) for r in differ]) if differ else float("nan")
     omega_differ = sum(abs(a[r][1] - b[r][1]) > 1e-9 for r in common)
@@ -111,16 +113,11 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if args.output:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from run_table import write_section  # keeps the section's hand-written notes
+
         title = args.title or f"{names[0]} vs {names[1]} ({args.dataset})"
-        path = Path(args.output)
-        body = path.read_text() if path.exists() else ""
-        start, end = f"<!-- section: {title} -->", f"<!-- end: {title} -->"
-        block = f"{start}\n## {title}\n\n{text}\n\n{end}"
-        if start in body and end in body:
-            body = body[: body.index(start)] + block + body[body.index(end) + len(end):]
-        else:
-            body = body.rstrip("\n") + "\n\n" + block + "\n"
-        path.write_text(body)
+        write_section(Path(args.output), title, f"## {title}\n\n{text}\n")
     return 0
 
 
