@@ -545,6 +545,36 @@ def test_stage_keys_cover_the_llm_server_and_sampling(cfg, tmp_path):
     assert base["snf"] != warm["snf"]
 
 
+def test_arv_order_shuffled_separates_position_bias_from_the_rcs(cfg):
+    """An LLM that always answers "1" repeats the RCS top-1 under ``arv_order: rank``; shuffled, it
+    picks the candidate shown first, whose RCS rank varies, the stage key changes, and the same
+    seed asks the same prompts again."""
+    def first(messages, i):
+        return "1, 2, 3" if "exactly" in messages[-1]["content"] else "1"
+
+    def arv_records(**extra):
+        pipe = make_pipeline(cfg, chat=ScriptedChat(SemanticCache(cfg["cache_dir"]), first), **extra)
+        pipe.run()
+        key = pipe.keys()["arv"]
+        path = pipe.work_dir / f"arv-{key}.jsonl"
+        return key, {r["user"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+    key_rank, rank = arv_records()
+    key_shuf, shuf = arv_records(arv_order="shuffled")
+    assert key_rank != key_shuf
+    assert {r["llm_rank"] for r in rank.values() if "llm_rank" in r} == {1}
+    ranks = [r["llm_rank"] for r in shuf.values() if "llm_rank" in r]
+    assert len(ranks) == N_USERS and len(set(ranks)) > 1 and max(ranks) <= cfg["n_reason"]
+    # the permutation is a function of (seed, user): fixed across calls, different across users
+    assert P.arv.shown_order([1, 2, 3, 4], "u1", "shuffled", 7) == P.arv.shown_order([1, 2, 3, 4], "u1", "shuffled", 7)
+    assert sorted(P.arv.shown_order([1, 2, 3, 4], "u1", "shuffled", 7)) == [1, 2, 3, 4]
+    assert P.arv.shown_order([1, 2, 3, 4], "u1", "rank", 7) == [1, 2, 3, 4]
+    orders = {tuple(P.arv.shown_order(list(range(10)), f"u{u}", "shuffled", 7)) for u in range(20)}
+    assert len(orders) > 1
+    with pytest.raises(InputError, match="arv_order"):
+        make_pipeline(cfg, arv_order="random")
+
+
 def test_user_with_one_training_item_gets_pseudo_items_and_trains(cfg, tmp_path):
     """A user with three interactions (one train, valid, test) - the shortest user RecBole keeps:
     the pipeline still gives pseudo items and a reliability (ARV masks the only training item, so

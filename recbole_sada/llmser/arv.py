@@ -2,8 +2,11 @@
 item is masked; the RCS (the backbone trained forward on the training sequences without their last
 item) ranks the top ``n_reason`` items for pseudo items + remaining history; the chat LLM picks the
 masked item among them (fallback: the RCS top-1); omega_u = cos(text(pick), text(masked)), clipped
-to [0, 1].  Output: ``arv-<key>.jsonl``, one record per user."""
+to [0, 1].  ``arv_order: shuffled`` shows the candidates in a seeded per-user order instead of the
+RCS order (a position-biased LLM then no longer repeats the RCS top-1); ``llm_rank`` in the
+records is always the pick's rank in the RCS order.  Output: ``arv-<key>.jsonl``, one record per user."""
 import time
+import zlib
 from collections import Counter, OrderedDict
 
 import numpy as np
@@ -19,8 +22,19 @@ def keys(pipe, base, snf_key):
     rcs = stage_key("rcs", base, s.rcs_epochs)
     arv = stage_key("arv", snf_key, rcs if s.use_rcs else "semantic", s.n_reason, s.use_arv, s.use_rcs, s.use_reason,
                     pipe.llm_key() if s.use_reason else "-", prompts.ARV_VERSION, prompts.REPAIR_VERSION,
-                    prompts.ARV_MAX_NEW_TOKENS)
+                    prompts.ARV_MAX_NEW_TOKENS, *(("order", s.arv_order, pipe.config["seed"]),) if s.arv_order != "rank" else ())
     return {"rcs": rcs, "arv": arv}
+
+
+def shown_order(pool, user, order, seed):
+    """The ARV candidates in the order the LLM reads them: ``rank`` = the RCS order (the paper's
+    prompt); ``shuffled`` = a permutation fixed by ``seed`` and the user token, so a rerun asks the
+    same prompt (and hits the cache) while the RCS top-1 is no longer always candidate 1."""
+    pool = list(pool)
+    if order == "rank" or len(pool) < 2:
+        return pool
+    rng = np.random.default_rng([int(seed or 0) & 0xFFFFFFFF, zlib.crc32(str(user).encode())])
+    return [pool[k] for k in rng.permutation(len(pool))]
 
 
 def run(pipe, keys, pseudo, emb, sampled):
@@ -66,10 +80,11 @@ def run(pipe, keys, pseudo, emb, sampled):
             head, recent = pseudo[r], rest[-s.prompt_history:]
         else:
             head, recent = pseudo[r] + rest, []
-        texts = [d.texts[i] for i in pool_of[r]]
+        shown_pool = shown_order(pool_of[r], d.token_of_user[r], s.arv_order, pipe.config["seed"])
+        texts = [d.texts[i] for i in shown_pool]
         messages = prompts.arv_messages([d.texts[i] for i in head], [d.texts[i] for i in recent], texts,
                                         s.llm_item_noun, skipped)
-        return messages, list(zip(pool_of[r], texts))
+        return messages, list(zip(shown_pool, texts))
 
     order = [r for r in todo if use_llm and r in sampled and pool_of[r]]
     batcher = LLMBatcher(pipe.chat_llm, order, question, 1, prompts.ARV_MAX_NEW_TOKENS) if order else None

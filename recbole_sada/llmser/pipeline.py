@@ -57,6 +57,10 @@ Choices where the paper leaves room (all documented in ``results/llmser.md`` too
   weighs most; ties by user token) or ``random`` (seeded by ``seed``).
 * **omega** is clipped to [0, 1] (the cosine of two sentence embeddings can be slightly
   negative; Eq. 9 needs a weight in [0, 1]); a pick equal to the masked item gives 1.
+* **ARV candidate order** (``arv_order``): ``rank`` lists F_u in RCS order, as the paper's
+  prompt; a position-biased LLM then mostly repeats the RCS top-1.  ``shuffled`` lists them in a
+  permutation fixed by ``seed`` and the user, so "the LLM agrees with the RCS" and "the LLM
+  answers 1" become different events (``llm_pick_is_top1`` in the summary measures the first).
 
 Ablations (Table 2 of the paper): ``use_ccg: False`` (the pool is the top-N items by semantic
 similarity to the history), ``use_snf: False`` (the top-M of the CCG, no LLM), ``use_arv: False``
@@ -114,6 +118,7 @@ class Settings:
     use_reason: bool
     llm: str
     llm_item_noun: str
+    arv_order: str
 
     @classmethod
     def from_config(cls, config):
@@ -158,7 +163,10 @@ class Settings:
             use_reason=flag("use_reason"),
             llm=llm,
             llm_item_noun=str(need("llm_item_noun")),
+            arv_order=str(need("arv_order")),
         )
+        if s.arv_order not in ("rank", "shuffled"):
+            raise InputError(f"config key arv_order must be 'rank' or 'shuffled', got {s.arv_order!r}")
         if s.n_pseudo > s.n_candidates:
             raise InputError(f"n_pseudo ({s.n_pseudo}) cannot exceed n_candidates ({s.n_candidates})")
         return s
