@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from recbole_sada.evaluation.significance import mean_std, paired_ttest  # noqa: E402
+from recbole_sada.fileio import atomic_path  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 BUDGETS = {
@@ -88,12 +89,23 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
 
     from recbole_sada.quick_start import run_recbole_sada
 
-    curve, start, loads = [], time.time(), []
+    curve, start, loads, offset = [], time.time(), [], 0.0
+    state = config_dict.get("resume_state")
+    saved_curve = Path(str(state) + ".curve.json") if state else None
+    if saved_curve and Path(state).is_file() and saved_curve.is_file():
+        # a resumed run: the valid curve so far, its times continued from the last validation
+        before = json.loads(saved_curve.read_text())
+        curve, loads = before["curve"], before["loads"]
+        offset = max([c[2] for c in curve], default=0.0)
 
     def on_valid(epoch_idx, valid_score):
-        curve.append([int(epoch_idx), float(valid_score), time.time() - start])
+        curve[:] = [c for c in curve if c[0] < epoch_idx]  # an epoch validated again after a resume
+        curve.append([int(epoch_idx), float(valid_score), time.time() - start + offset])
         if hasattr(os, "getloadavg"):
             loads.append(os.getloadavg()[0])
+        if saved_curve:
+            with atomic_path(saved_curve, suffix=".json") as tmp:
+                Path(tmp).write_text(json.dumps({"curve": curve, "loads": loads}))
 
     result = run_recbole_sada(model, dataset, config_dict=config_dict, callback_fn=on_valid)
     if keep_checkpoint:
@@ -109,6 +121,7 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
         "test_groups": result.get("test_groups"),
         "test_group_sets": result.get("test_group_sets") or {},
         "valid_curve": curve,
+        "resumed_from": result.get("resumed_from"),
         # the machine's 1-minute load average at each evaluation: how busy the cores were while
         # this run's epoch time was measured (other runs of the table, or anything else)
         "load_average": sum(loads) / len(loads) if loads else None,
@@ -180,19 +193,27 @@ def run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pret
         cfg = {**cfg, "pretrained_path": str(pretrained[1]), "stage1_epochs": 0}
     cached = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.json"
     ckpt = checkpoint_path(log_dir, model, dataset, seed, key) if keep_checkpoint else None
+    # training state before every epoch: a run killed (end of a sitting, Ctrl-C) and started again
+    # with the same command continues from its last finished epoch (PluginTrainer's resume_state)
+    state = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.state.pth"
+    cfg = {**cfg, "resume_state": str(state.resolve())}
+    resuming = state.is_file()
+    if resuming:
+        print(f"{spec} seed {seed}: resuming from {state}", flush=True)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out] + ([str(ckpt)] if ckpt else [])
     log = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.log"
     start = time.time()
-    with open(log, "w") as fh:
+    with open(log, "a" if resuming else "w") as fh:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
         raise SystemExit(f"error: {model} seed {seed} failed (log {log}):\n{tail}")
     data = json.loads(Path(out).read_text())
     os.unlink(out)
-    data["wall"] = time.time() - start
+    data["wall"] = time.time() - start  # this process only when the run was resumed
+    Path(str(state) + ".curve.json").unlink(missing_ok=True)
     cached.write_text(json.dumps(data))
     store_result(store, spec, dataset, seed, overrides, data, pretrained[0] if pretrained else None)
     data["key"] = key

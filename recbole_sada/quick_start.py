@@ -92,7 +92,7 @@ def run_recbole_sada(
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
     )
-    train_time = time.time() - start
+    train_time = time.time() - start + getattr(trainer, "elapsed_before", 0.0)  # + earlier processes of a resumed run
     groups = GroupEvaluator(config, train_data._dataset)
     with groups.recording(trainer):
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -120,6 +120,7 @@ def run_recbole_sada(
         "epoch_time": sum(epoch_times) / len(epoch_times) if epoch_times else None,
         "epochs_run": len(epoch_times),
         "train_time": train_time,
+        "resumed_from": getattr(trainer, "resumed_from", None),
         "peak_memory_mb": peak_memory_mb(config["device"]),
         "model_file": trainer.saved_model_file if saved else None,
         "config": config,

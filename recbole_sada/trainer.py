@@ -20,15 +20,24 @@ Only three small overrides of RecBole's loop (no copy of ``Trainer.fit``):
   (IDEA's environment generators) has those parameters in a second optimiser (``adversary_lr``,
   default ``learning_rate``; no weight decay) and out of the main one; per batch, the adversary
   takes one step on ``adversary_loss`` (differentiated with respect to its own parameters only),
-  then the recommender takes RecBole's usual step.  The adversary's optimiser state is not saved
-  in checkpoints (a resumed run restarts its moments; the parameters themselves are saved).
+  then the recommender takes RecBole's usual step.  The adversary's optimiser state is not in
+  RecBole's checkpoints (the parameters are); ``resume_state`` below keeps it.
+* ``resume_state`` (a file path, off by default): before each epoch the whole training state is
+  written there (parameters, optimiser(s), epoch, early-stopping counters, the best checkpoint's
+  path, epoch times, and the random states of python, numpy, torch and the training loader); a
+  run started again with the same file continues from the last epoch that finished, drawing the
+  same random numbers, so a killed run resumed gives the metrics of the uninterrupted one.  The
+  file is removed when ``fit`` returns.  (RecBole's own ``resume_checkpoint`` restores parameters,
+  optimiser and epoch only, from the best epoch.)
 * checkpoint reloads go through :func:`recbole_sada.compat.trusted_checkpoint_load` (RecBole 1.2.1
   on torch >= 2.6).
 """
 import os
+import random
 import time
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -66,6 +75,10 @@ class PluginTrainer(Trainer):
         self.adversary_optimizer = None  # built on the first adversary step (IDEA)
         self.epoch_times = []
         self.stage1_model_file = None
+        self.resume_state = config["resume_state"] or None
+        self.resumed_from = None  # epoch a resumed run continued at
+        self.elapsed_before = 0.0  # training seconds of the earlier process(es) of a resumed run
+        self._fit_started = None
 
     # ------------------------------------------------------------------ adversary
     def _adversary_params(self):
@@ -80,6 +93,12 @@ class PluginTrainer(Trainer):
             kwargs["params"] = [p for p in self.model.parameters() if id(p) not in ids]
         return super()._build_optimizer(**kwargs)
 
+    def _build_adversary_optimizer(self):
+        lr = self.config["adversary_lr"]
+        self.adversary_optimizer = super()._build_optimizer(
+            params=self._adversary_params(), learning_rate=self.learning_rate if lr is None else float(lr),
+            weight_decay=0.0)
+
     def _adversary_step(self, interaction):
         """One optimiser step of the adversary's parameters on ``model.adversary_loss``."""
         params = self._adversary_params()
@@ -87,9 +106,7 @@ class PluginTrainer(Trainer):
         if loss is None:
             return
         if getattr(self, "adversary_optimizer", None) is None:
-            lr = self.config["adversary_lr"]
-            self.adversary_optimizer = super()._build_optimizer(
-                params=params, learning_rate=self.learning_rate if lr is None else float(lr), weight_decay=0.0)
+            self._build_adversary_optimizer()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p, g in zip(params, grads):
             p.grad = g
@@ -103,13 +120,16 @@ class PluginTrainer(Trainer):
         self.model.train_stage = stage
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if self.pretrained_path and getattr(self.model, "pretrained_is_alignment_target", False):
+        self._fit_started = time.time()
+        alignment = self.pretrained_path and getattr(self.model, "pretrained_is_alignment_target", False)
+        if alignment:
             # LLMEmb's RAT: the checkpoint's item table is what the model aligns to; it trains from scratch
             self.model.load_alignment_target(self.pretrained_path)
             self.logger.info(f"Alignment target (item table) read from: {self.pretrained_path}")
-        elif self.pretrained_path:
+        resumed = self._read_resume_state(train_data)
+        if self.pretrained_path and not alignment and not resumed:
             self._load_weights(self.pretrained_path, "Loaded stage-1 checkpoint")
-        elif self.stage1_epochs > 0 and self.start_epoch < self.stage1_epochs:
+        if not self.pretrained_path and self.stage1_epochs > 0 and self.start_epoch < self.stage1_epochs:
             self._set_stage(1)
             total_epochs = self.epochs
             self.epochs = self.stage1_epochs
@@ -133,9 +153,70 @@ class PluginTrainer(Trainer):
             super().fit(train_data, None, verbose=verbose, saved=False, show_progress=show_progress)
             self.epochs = total_epochs
             self.start_epoch = max(self.start_epoch, valid_start)
-        return super().fit(
+        result = super().fit(
             train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
         )
+        if self.resume_state and os.path.isfile(self.resume_state):
+            os.remove(self.resume_state)
+        return result
+
+    # ------------------------------------------------------------------ resume
+    def training_seconds(self):
+        """Seconds of training so far, the earlier processes of a resumed run included."""
+        return self.elapsed_before + (time.time() - self._fit_started if self._fit_started else 0.0)
+
+    def _write_resume_state(self, train_data, epoch_idx):
+        state = {
+            "version": 1, "next_epoch": epoch_idx, "stage": self.stage,
+            "state_dict": self.model.state_dict(), "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "adversary_optimizer": self.adversary_optimizer.state_dict() if self.adversary_optimizer else None,
+            "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result, "saved_model_file": self.saved_model_file,
+            "stage1_model_file": self.stage1_model_file, "epoch_times": list(self.epoch_times),
+            "train_loss_dict": dict(self.train_loss_dict), "elapsed": self.training_seconds(),
+            "resumed_from": self.resumed_from,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "loader": train_data.generator.get_state() if getattr(train_data, "generator", None) else None},
+        }
+        with atomic_path(self.resume_state, suffix=".pth") as tmp:
+            torch.save(state, tmp)
+
+    def _read_resume_state(self, train_data):
+        """Load ``resume_state`` if the file exists; True when the run continues from it."""
+        if not self.resume_state or not os.path.isfile(self.resume_state):
+            return False
+        state = load_checkpoint(self.resume_state, map_location=self.device)
+        if not isinstance(state, dict) or state.get("version") != 1:
+            raise InputError(f"resume_state {self.resume_state} is not a training state of this plugin; remove it "
+                             f"to start the run from the beginning")
+        self.model.load_other_parameter(state["other_parameter"])
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["adversary_optimizer"] is not None:
+            self._build_adversary_optimizer()
+            self.adversary_optimizer.load_state_dict(state["adversary_optimizer"])
+        self.start_epoch = self.resumed_from = int(state["next_epoch"])
+        self._set_stage(state["stage"])
+        self.cur_step, self.best_valid_score = state["cur_step"], state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        if state["saved_model_file"] and os.path.isfile(state["saved_model_file"]):
+            self.saved_model_file = state["saved_model_file"]  # the best epoch so far was saved there
+        self.stage1_model_file = state["stage1_model_file"]
+        self.epoch_times = list(state["epoch_times"])
+        self.train_loss_dict.update(state["train_loss_dict"])
+        self.elapsed_before = float(state["elapsed"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng["loader"] is not None and getattr(train_data, "generator", None) is not None:
+            train_data.generator.set_state(rng["loader"])
+        self.logger.info(set_color("Resumed", "green") + f" from {self.resume_state} at epoch {self.start_epoch}")
+        return True
 
     # ------------------------------------------------------------------ losses
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -157,6 +238,8 @@ class PluginTrainer(Trainer):
                 raise ValueError(f"loss components changed within an epoch: {names} -> {list(out)}")
             return tuple(reduce_loss(v) for v in out.values())
 
+        if self.resume_state and epoch_idx > 0 and epoch_idx != self.resumed_from:
+            self._write_resume_state(train_data, epoch_idx)  # every epoch before this one has finished
         start = time.time()
         hook = getattr(self.model, "on_epoch_start", None)
         if callable(hook):  # per-epoch state of a model (LLM-ESR's teacher cache), timed with the epoch

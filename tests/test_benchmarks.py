@@ -314,3 +314,45 @@ def test_aug_compare_measures_pseudo_items_against_history_and_heldout():
     assert s["held-out hits per 1000"] == pytest.approx(1000 / 3)  # item 3 is user 0's held-out item
     assert s["mean omega"] == pytest.approx(0.75)
     assert s["median popularity"] == 1
+
+
+def test_a_killed_run_resumes_from_its_last_epoch_with_the_same_result(tmp_path, small_cfg, monkeypatch):
+    """The harness gives each run a ``resume_state``: the worker is killed (SIGKILL, as at the end
+    of a sitting) once the state of a finished epoch exists; the same run_one call then continues it
+    and caches the result of the uninterrupted run (valid curve included); no state file is left."""
+    import subprocess
+    import time
+
+    cfg = {**small_cfg, "epochs": 8, "stage1_epochs": 2, "stopping_step": 20, "eval_step": 1}
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    whole = run_table.run_one("BASRecSASRec", "tiny", 3, cfg, str(tmp_path / "a"))
+    assert whole["resumed_from"] is None
+
+    log = tmp_path / "b"
+    real_run = subprocess.run
+    killed = []
+
+    def run_and_kill(cmd, **kw):
+        if killed:
+            return real_run(cmd, **kw)
+        state = next(Path(log).glob("*.state.pth"), None)
+        proc = subprocess.Popen(cmd, **kw)
+        while proc.poll() is None and state is None:
+            state = next(Path(log).glob("*.state.pth"), None)
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        killed.append(state)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(run_table.subprocess, "run", run_and_kill)
+    with pytest.raises(KeyboardInterrupt):
+        run_table.run_one("BASRecSASRec", "tiny", 3, cfg, str(log))
+    assert killed[0] is not None and killed[0].is_file()  # killed mid-run, with a state on disk
+    again = run_table.run_one("BASRecSASRec", "tiny", 3, cfg, str(log))
+    assert again["resumed_from"] is not None and 1 <= again["resumed_from"] < 8
+    assert again["test_result"] == whole["test_result"]
+    assert [c[:2] for c in again["valid_curve"]] == [c[:2] for c in whole["valid_curve"]]
+    assert again["epochs_run"] == whole["epochs_run"] == 8
+    assert not list(Path(log).glob("*.state.pth*"))

@@ -319,6 +319,47 @@ def test_pretrained_path_starts_in_stage_two(small_cfg):
     assert len(StageRecorder.stages) == 2 * len(train)  # all epochs are stage 2
 
 
+@pytest.mark.parametrize("model", ["SASRec", "BASRecSASRec", "IDEASASRec"])
+def test_resume_state_continues_a_killed_run_with_the_same_numbers(small_cfg, tmp_path, model):
+    """A run killed after epoch 2 and started again with its ``resume_state`` ends where the
+    uninterrupted run ends: same valid curve, best epoch and test metrics (random augmentation,
+    negatives and shuffling included); the state file is gone afterwards."""
+    cfg = {**small_cfg, "epochs": 5, "stage1_epochs": 2, "stopping_step": 10, "eval_step": 1}
+    whole_curve = []
+    whole = run_recbole_sada(model, "tiny", config_dict={**cfg, "resume_state": str(tmp_path / "a.pth")},
+                             callback_fn=lambda e, v: whole_curve.append((e, v)))
+    assert not (tmp_path / "a.pth").exists()
+
+    state = tmp_path / "b.pth"
+    curve = []
+
+    def kill_after_epoch_2(epoch, score):
+        curve.append((epoch, score))
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recbole_sada(model, "tiny", config_dict={**cfg, "resume_state": str(state)}, callback_fn=kill_after_epoch_2)
+    assert state.is_file()  # written before epoch 2 began
+    resumed = run_recbole_sada(model, "tiny", config_dict={**cfg, "resume_state": str(state)},
+                               callback_fn=lambda e, v: curve.append((e, v)))
+    assert resumed["resumed_from"] == 2 and whole["resumed_from"] is None
+    assert [c[0] for c in curve].count(2) == 2  # epoch 2 was validated before the kill and again after it
+    last = [c for k, c in enumerate(curve) if all(d[0] != c[0] for d in curve[k + 1:])]
+    assert last == whole_curve
+    assert resumed["test_result"] == whole["test_result"]
+    assert resumed["best_valid_result"] == whole["best_valid_result"]
+    assert resumed["epochs_run"] == whole["epochs_run"] == 5
+    assert not state.exists()
+
+
+def test_resume_state_that_is_not_a_state_is_an_input_error(small_cfg, tmp_path):
+    bad = tmp_path / "x.pth"
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(InputError, match="resume_state"):
+        run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "resume_state": str(bad)})
+
+
 # ---------------------------------------------------------------- quick start and determinism
 def test_run_is_deterministic(small_cfg):
     r1 = run_recbole_sada("SASRec", "tiny", config_dict=small_cfg)
