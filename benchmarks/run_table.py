@@ -14,6 +14,7 @@ Finished runs are kept in ``log/benchmarks`` (with checkpoints) and in the commi
 """
 import argparse
 import ast
+import contextlib
 import hashlib
 import json
 import math
@@ -23,7 +24,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,7 +128,8 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
         "extra_tests": {mode: {"test_result": dict(v["test_result"]), "test_groups": v["test_groups"]}
                         for mode, v in (result.get("extra_tests") or {}).items()},
     }
-    Path(out_path).write_text(json.dumps(keep, default=float))
+    with atomic_path(out_path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(keep, default=float))
 
 
 def split_variant(spec):
@@ -189,6 +190,42 @@ def run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pret
                          need_checkpoint=keep_checkpoint)
     if data is not None:
         return data
+    # one process per run: a second table asking for a run another table is training waits for it
+    # and then reads its result (two processes on one resume_state would each train it)
+    with run_lock(Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.lock", f"{spec} seed {seed}") as lock:
+        return _run_one_locked(spec, dataset, seed, overrides, log_dir, keep_checkpoint, pretrained, store,
+                               model, cfg, key, lock)
+
+
+@contextlib.contextmanager
+def run_lock(path, what):
+    """An exclusive lock on ``path`` (``fcntl.flock``; released when every process holding the file
+    ends, even by SIGKILL); waits, saying for whom, while another process holds it.  Yields the
+    open file: a worker given its descriptor holds the lock too, so it stays taken while an
+    orphaned worker still trains."""
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            print(f"{what}: waiting for process {holder}, which is running it", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield fh
+
+
+def _run_one_locked(spec, dataset, seed, overrides, log_dir, keep_checkpoint, pretrained, store, model, cfg, key, lock):
+    data = cached_result(spec, dataset, seed, overrides, log_dir, store, pretrained[0] if pretrained else None,
+                         need_checkpoint=keep_checkpoint)
+    if data is not None:  # finished by the process this one waited for
+        return data
     if pretrained:
         cfg = {**cfg, "pretrained_path": str(pretrained[1]), "stage1_epochs": 0}
     cached = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.json"
@@ -200,18 +237,19 @@ def run_one(spec, dataset, seed, overrides, log_dir, keep_checkpoint=False, pret
     resuming = state.is_file()
     if resuming:
         print(f"{spec} seed {seed}: resuming from {state}", flush=True)
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = f.name
-    cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), out] + ([str(ckpt)] if ckpt else [])
+    # the worker's result; one left by a worker whose table process died is taken as it is
+    out = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.out.json"
+    cmd = [sys.executable, __file__, "--worker", model, dataset, json.dumps(cfg), str(out)] + ([str(ckpt)] if ckpt else [])
     log = Path(log_dir) / f"{model}-{dataset}-{seed}-{key}.log"
     start = time.time()
-    with open(log, "a" if resuming else "w") as fh:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text()[-3000:]
-        raise SystemExit(f"error: {model} seed {seed} failed (log {log}):\n{tail}")
-    data = json.loads(Path(out).read_text())
-    os.unlink(out)
+    if not out.is_file():
+        with open(log, "a" if resuming else "w") as fh:
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, pass_fds=(lock.fileno(),))
+        if proc.returncode != 0:
+            tail = log.read_text()[-3000:]
+            raise SystemExit(f"error: {model} seed {seed} failed (log {log}):\n{tail}")
+    data = json.loads(out.read_text())
+    out.unlink()
     data["wall"] = time.time() - start  # this process only when the run was resumed
     Path(str(state) + ".curve.json").unlink(missing_ok=True)
     cached.write_text(json.dumps(data))

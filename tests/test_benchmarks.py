@@ -356,3 +356,38 @@ def test_a_killed_run_resumes_from_its_last_epoch_with_the_same_result(tmp_path,
     assert [c[:2] for c in again["valid_curve"]] == [c[:2] for c in whole["valid_curve"]]
     assert again["epochs_run"] == whole["epochs_run"] == 8
     assert not list(Path(log).glob("*.state.pth*"))
+
+
+def test_one_run_is_trained_by_one_process_and_an_orphans_result_is_taken(tmp_path, monkeypatch):
+    """Two tables asking for the same run at once: the second waits for the first's worker and
+    reads its result (one worker started).  A result left by a worker whose table process died
+    is cached as it is (no worker started)."""
+    import subprocess
+    import threading
+    import time
+
+    calls = []
+
+    def fake_worker(cmd, **kw):
+        calls.append(cmd)
+        time.sleep(0.5)
+        Path(cmd[6]).write_text(json.dumps(_result(0.03)))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(run_table.subprocess, "run", fake_worker)
+    log = tmp_path / "log"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        run_table.run_one("SASRec", "tiny", 1, {"epochs": 1}, str(log), store=None))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 2
+    assert results[0]["test_result"] == results[1]["test_result"] == _result(0.03)["test_result"]
+
+    key = run_table.run_key("SASRec", "tiny", 2, {"epochs": 1})[2]
+    (log / f"SASRec-tiny-2-{key}.out.json").write_text(json.dumps(_result(0.05)))
+    got = run_table.run_one("SASRec", "tiny", 2, {"epochs": 1}, str(log), store=None)
+    assert len(calls) == 1 and got["test_result"]["ndcg@10"] == 0.05
+    assert (log / f"SASRec-tiny-2-{key}.json").is_file() and not (log / f"SASRec-tiny-2-{key}.out.json").exists()
