@@ -91,7 +91,7 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
 
     curve, start, loads, offset = [], time.time(), [], 0.0
     state = config_dict.get("resume_state")
-    saved_curve = Path(str(state) + ".curve.json") if state else None
+    saved_curve = curve_path(state) if state else None
     if saved_curve and Path(state).is_file() and saved_curve.is_file():
         # a resumed run: the valid curve so far, its times continued from the last validation
         before = json.loads(saved_curve.read_text())
@@ -130,6 +130,11 @@ def worker(model, dataset, config_dict, out_path, keep_checkpoint=None):
     }
     with atomic_path(out_path, suffix=".json") as tmp:
         Path(tmp).write_text(json.dumps(keep, default=float))
+
+
+def curve_path(state):
+    """The valid curve kept beside a run's ``resume_state`` (read back when the run resumes)."""
+    return Path(str(state) + ".curve.json")
 
 
 def split_variant(spec):
@@ -251,7 +256,9 @@ def _run_one_locked(spec, dataset, seed, overrides, log_dir, keep_checkpoint, pr
     data = json.loads(out.read_text())
     out.unlink()
     data["wall"] = time.time() - start  # this process only when the run was resumed
-    Path(str(state) + ".curve.json").unlink(missing_ok=True)
+    curve_path(state).unlink(missing_ok=True)
+    for torn in state.parent.glob(f".{state.name}.*.tmp*"):  # a write cut short by the kill
+        torn.unlink(missing_ok=True)
     cached.write_text(json.dumps(data))
     store_result(store, spec, dataset, seed, overrides, data, pretrained[0] if pretrained else None)
     data["key"] = key

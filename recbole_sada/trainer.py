@@ -175,7 +175,6 @@ class PluginTrainer(Trainer):
             "best_valid_result": self.best_valid_result, "saved_model_file": self.saved_model_file,
             "stage1_model_file": self.stage1_model_file, "epoch_times": list(self.epoch_times),
             "train_loss_dict": dict(self.train_loss_dict), "elapsed": self.training_seconds(),
-            "resumed_from": self.resumed_from,
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "loader": train_data.generator.get_state() if getattr(train_data, "generator", None) else None},
@@ -187,13 +186,21 @@ class PluginTrainer(Trainer):
         """Load ``resume_state`` if the file exists; True when the run continues from it."""
         if not self.resume_state or not os.path.isfile(self.resume_state):
             return False
-        state = load_checkpoint(self.resume_state, map_location=self.device)
+        fix = "remove it to start the run from the beginning"
+        try:
+            state = load_checkpoint(self.resume_state, map_location=self.device)
+        except Exception as exc:  # not a torch file, or a torn one
+            raise InputError(f"resume_state {self.resume_state} cannot be read ({type(exc).__name__}); {fix}") from None
         if not isinstance(state, dict) or state.get("version") != 1:
-            raise InputError(f"resume_state {self.resume_state} is not a training state of this plugin; remove it "
-                             f"to start the run from the beginning")
-        self.model.load_other_parameter(state["other_parameter"])
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            raise InputError(f"resume_state {self.resume_state} is not a training state of this plugin; {fix}")
+        try:
+            self.model.load_other_parameter(state["other_parameter"])
+            self.model.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, InputError) as exc:  # another model or other settings
+            first = str(exc).strip().splitlines()[0][:200]
+            raise InputError(f"resume_state {self.resume_state} is the state of another model or other settings "
+                             f"({first}); {fix}") from None
         if state["adversary_optimizer"] is not None:
             self._build_adversary_optimizer()
             self.adversary_optimizer.load_state_dict(state["adversary_optimizer"])

@@ -356,8 +356,24 @@ def test_resume_state_continues_a_killed_run_with_the_same_numbers(small_cfg, tm
 def test_resume_state_that_is_not_a_state_is_an_input_error(small_cfg, tmp_path):
     bad = tmp_path / "x.pth"
     torch.save({"state_dict": {}}, bad)
-    with pytest.raises(InputError, match="resume_state"):
+    with pytest.raises(InputError, match="resume_state .* is not a training state"):
         run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "resume_state": str(bad)})
+    bad.write_text("not a torch file")
+    with pytest.raises(InputError, match="resume_state .* cannot be read"):
+        run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "resume_state": str(bad)})
+    # a state of other settings (another hidden size): one line, not a state_dict traceback
+    state = tmp_path / "s.pth"
+
+    def kill(epoch, score):
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "epochs": 3, "resume_state": str(state)},
+                         callback_fn=lambda e, v: kill(e, v) if e >= 1 else None)
+    assert state.is_file()
+    with pytest.raises(InputError, match="another model or other settings.*remove it"):
+        run_recbole_sada("SASRec", "tiny", config_dict={**small_cfg, "epochs": 3, "resume_state": str(state),
+                                                        "hidden_size": 8, "inner_size": 16})
 
 
 # ---------------------------------------------------------------- quick start and determinism

@@ -20,9 +20,11 @@ def keys(pipe, base, snf_key):
     """``{"rcs": key of the trained RCS, "arv": key of the reliabilities}``."""
     s = pipe.settings
     rcs = stage_key("rcs", base, s.rcs_epochs)
+    # the default order adds nothing, so the keys (and caches) of earlier runs stay valid
+    order = ("order", s.arv_order, pipe.config["seed"]) if s.arv_order != "rank" else ()
     arv = stage_key("arv", snf_key, rcs if s.use_rcs else "semantic", s.n_reason, s.use_arv, s.use_rcs, s.use_reason,
                     pipe.llm_key() if s.use_reason else "-", prompts.ARV_VERSION, prompts.REPAIR_VERSION,
-                    prompts.ARV_MAX_NEW_TOKENS, *(("order", s.arv_order, pipe.config["seed"]),) if s.arv_order != "rank" else ())
+                    prompts.ARV_MAX_NEW_TOKENS, *order)
     return {"rcs": rcs, "arv": arv}
 
 
