@@ -3,7 +3,7 @@
     python run_hyper_sada.py --model=SASRec --dataset=ml-100k --params_file=hyper/sasrec.hyper
         [--num_samples=4] [--epochs=2] [--cpus_per_trial=1] [--gpus_per_trial=0] [--max_concurrent=2]
         [--ray_address=auto|host:port] [--resume] [--search=random|grid] [--scheduler=asha|none]
-        [--output_dir=results/hyper] [--ray_dir=ray_results] [--config_files="a.yaml b.yaml"]
+        [--output_dir=results/hyper] [--ray_dir=ray_results] [--preset=NAME] [--config_files="a.yaml b.yaml"]
         [--verbose=1] [--key=value ...]
 
 Writes <output_dir>/<model>-<dataset>.md / .csv (every trial, best first), -best.yaml (for
@@ -29,6 +29,8 @@ def parse_args(argv):
     parser.add_argument("--dataset", "-d", required=True, help="dataset name")
     parser.add_argument("--params_file", required=True, help="search space (.hyper or .yaml)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files for every trial")
+    parser.add_argument("--preset", default=None,
+                        help="a packaged settings preset by name (e.g. basrec_official) or a yaml path, for every trial")
     parser.add_argument("--num_samples", type=int, default=None,
                         help="random: number of trials (default 4); grid: repeats of the grid (default 1)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the config's)")

@@ -75,7 +75,9 @@ def run_settings(budget, preset_path, overrides):
     if preset_path:
         import yaml
 
-        preset = yaml.safe_load(Path(preset_path).read_text()) or {}
+        from recbole_sada.config import preset_file
+
+        preset = yaml.safe_load(Path(preset_file(preset_path)).read_text()) or {}
     return preset, {**BUDGETS[budget], **preset, **overrides}
 
 
@@ -642,7 +644,7 @@ def main(argv=None):
                         help="with --pretrain_from_first: rows (as written in --models) that train from scratch "
                              "instead (a baseline that is not a fine-tuning method, e.g. LLM-ESR)")
     parser.add_argument("--preset", default=None,
-                        help="a yaml of settings (e.g. properties/preset/basrec_official.yaml) above the budget, "
+                        help="a packaged preset by name (e.g. basrec_official) or a yaml of settings above the budget, "
                              "below --key=value and the variants' own keys; its values enter the cache key")
     args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)

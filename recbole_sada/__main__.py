@@ -1,6 +1,7 @@
 """Train and evaluate a recbole-sada (or RecBole) model, offline.
 
-    python -m recbole_sada --model=SADASASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]
+    python -m recbole_sada --model=SADASASRec --dataset=ml-100k [--preset=NAME] [--config_files="a.yaml b.yaml"]
+        [--key=value ...]
         [--result_json=run.json]
     recbole-sada ...                     (the installed command)
     python run_recbole_sada.py ...       (in a checkout)
@@ -20,6 +21,9 @@ def parse_args(argv):
     parser.add_argument("--model", "-m", default="SASRec", help="model name (plugin first, then RecBole)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    parser.add_argument("--preset", default=None,
+                        help="a packaged settings preset by name, e.g. basrec_official (the official BASRec code's "
+                             "settings), or a yaml path; below --config_files and --key=value")
     parser.add_argument("--result_json", default=None, help="also write the results to this json file")
     return parse_with_overrides(parser, argv)
 

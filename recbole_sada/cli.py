@@ -1,4 +1,4 @@
-"""What the command-line entry points share: ``--key=value`` overrides and ``--config_files``."""
+"""What the command-line entry points share: ``--key=value`` overrides, ``--config_files`` and ``--preset``."""
 from recbole_sada.errors import InputError
 
 
@@ -17,6 +17,12 @@ def parse_with_overrides(parser, argv):
     if twice:
         raise InputError(f"--{twice[0]} is given more than once; give each override once")
     files = args.config_files.strip().split() if getattr(args, "config_files", None) else None
+    presets = getattr(args, "preset", None)
+    if presets:
+        from recbole_sada.config import preset_file
+
+        # presets sit below the user's own config files: a file named by --config_files wins
+        files = [preset_file(n) for n in presets.replace(",", " ").split()] + (files or [])
     return args, files, list(rest)
 
 

@@ -24,6 +24,7 @@ from recbole_sada.errors import InputError
 from recbole_sada.utils import get_model
 
 PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"  # package data (a wheel carries it)
+PRESET_DIR = PROPERTIES_DIR / "preset"
 TRAIN_MODES = ("prefix", "sequence")
 LOSS_TYPES = ("BCE", "CE", "BPR")
 
@@ -123,6 +124,25 @@ class SADAConfig(Config):
                 raise InputError(f"--{key} is given twice with different values ({given[key]}, {value})")
             given[key] = value
         return self._convert_config_dict(given)
+
+
+def available_presets():
+    """Names of the packaged presets (``properties/preset/<name>.yaml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_file(name):
+    """The yaml of a preset: a packaged name (``basrec_official`` ->
+    ``recbole_sada/properties/preset/basrec_official.yaml``, found in a wheel install too) or the
+    path of an existing yaml file, returned as it is."""
+    name = str(name).strip()
+    if os.path.isfile(name):
+        return name
+    path = PRESET_DIR / f"{name[:-5] if name.endswith('.yaml') else name}.yaml"
+    if not path.is_file():
+        raise InputError(f"unknown preset {name!r}: the packaged presets are {', '.join(available_presets())} "
+                         f"(or give the path of a yaml file)")
+    return str(path)
 
 
 def build_config(model, dataset, config_file_list=None, config_dict=None, cmd_args=()):

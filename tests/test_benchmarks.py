@@ -57,6 +57,9 @@ def test_preset_sits_between_budget_and_overrides_and_enters_the_key():
     assert cfg["epochs"] == 7 and cfg["stage1_epochs"] == preset["stage1_epochs"] == 0  # preset over budget
     _, plain = run_table.run_settings("full", None, {"epochs": 7})
     assert run_table.run_key("BASRecSASRec", "beauty", 1, cfg)[2] != run_table.run_key("BASRecSASRec", "beauty", 1, plain)[2]
+    # the packaged name gives the same settings, hence the same cache key, as the file's path
+    _, by_name = run_table.run_settings("full", "basrec_official", {"epochs": 7})
+    assert run_table.run_key("BASRecSASRec", "beauty", 1, by_name) == run_table.run_key("BASRecSASRec", "beauty", 1, cfg)
 
 
 def _result(ndcg):

@@ -114,6 +114,32 @@ def test_flag_given_twice(root, capsys):
     refused(capsys, root, "--epochs=2", "--epochs=3", needles=("--epochs is given more than once",))
 
 
+def test_unknown_preset_names_the_packaged_ones(root, capsys):
+    refused(capsys, root, "--preset=basrec_oficial", needles=("unknown preset 'basrec_oficial'", "basrec_official"))
+
+
+def test_preset_by_name_sits_below_config_files_and_overrides(root, tmp_path):
+    """``--preset=basrec_official`` loads the packaged yaml (a wheel install has no properties/ folder
+    beside the user); a --config_files yaml and a --key=value still win over it."""
+    import yaml
+
+    from recbole_sada.__main__ import parse_args
+    from recbole_sada.config import build_config, preset_file
+
+    official = yaml.safe_load(Path(preset_file("basrec_official")).read_text())
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("rate_max: 0.6\n")
+    args, files, overrides = parse_args(["--model=BASRecSASRec", "--dataset=tiny", "--preset=basrec_official",
+                                         f"--config_files={mine}", f"--data_path={root}", "--n_item_mixes=2"])
+    config = build_config(args.model, args.dataset, files, cmd_args=overrides)
+    assert config["n_single_views"] == official["n_single_views"] == 4
+    assert config["alw_norm"] == "batch_sum" and config["valid_metric"] == "NDCG@20"
+    assert config["rate_max"] == 0.6 and config["n_item_mixes"] == 2
+    plain = build_config("BASRecSASRec", "tiny", cmd_args=[f"--data_path={root}"])
+    assert plain["n_single_views"] != 4  # without the preset: the paper-text defaults of BASRec.yaml
+    assert preset_file(str(mine)) == str(mine)  # a path is taken as it is
+
+
 def test_ctrl_c_is_exit_130_and_one_line(root, capsys, monkeypatch):
     import recbole_sada.quick_start as Q
 
