@@ -76,8 +76,12 @@ def run_settings(budget, preset_path, overrides):
         import yaml
 
         from recbole_sada.config import preset_file
+        from recbole_sada.errors import InputError
 
-        preset = yaml.safe_load(Path(preset_file(preset_path)).read_text()) or {}
+        try:
+            preset = yaml.safe_load(Path(preset_file(preset_path)).read_text()) or {}
+        except InputError as err:
+            raise SystemExit(f"error: --preset: {err}") from None
     return preset, {**BUDGETS[budget], **preset, **overrides}
 
 

@@ -17,12 +17,11 @@ def parse_with_overrides(parser, argv):
     if twice:
         raise InputError(f"--{twice[0]} is given more than once; give each override once")
     files = args.config_files.strip().split() if getattr(args, "config_files", None) else None
-    presets = getattr(args, "preset", None)
-    if presets:
+    if getattr(args, "preset", None):
         from recbole_sada.config import preset_file
 
-        # presets sit below the user's own config files: a file named by --config_files wins
-        files = [preset_file(n) for n in presets.replace(",", " ").split()] + (files or [])
+        # the preset sits below the user's own config files: a file named by --config_files wins
+        files = [preset_file(args.preset)] + (files or [])
     return args, files, list(rest)
 
 

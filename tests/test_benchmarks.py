@@ -60,6 +60,8 @@ def test_preset_sits_between_budget_and_overrides_and_enters_the_key():
     # the packaged name gives the same settings, hence the same cache key, as the file's path
     _, by_name = run_table.run_settings("full", "basrec_official", {"epochs": 7})
     assert run_table.run_key("BASRecSASRec", "beauty", 1, by_name) == run_table.run_key("BASRecSASRec", "beauty", 1, cfg)
+    with pytest.raises(SystemExit, match=r"error: --preset: unknown preset 'nope'.*basrec_official"):
+        run_table.run_settings("full", "nope", {})
 
 
 def _result(ndcg):
