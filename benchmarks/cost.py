@@ -6,8 +6,8 @@
         --models SASRec 'LLMESRSASRec[distill_teacher=epoch]' ... [--title ...]
 
 ``--models``: time these specs (the first is the reference of the ratios) instead of each
-backbone's BASRec / SADA variants; ``--preset``: a yaml of settings under every model (its
-schedule keys do not matter here).
+backbone's BASRec / SADA variants; ``--preset``: a packaged preset by name (``basrec_official``)
+or a yaml of settings under every model (its schedule keys do not matter here).
 
 Time: every model is built in one process on the same prepared data (``train_mode: sequence``,
 batch 256, BCE, stage 2 for the augmenting models) and the models take turns: each round runs
@@ -36,7 +36,7 @@ from recbole_sada.trainer import reduce_loss  # noqa: E402
 from recbole_sada.utils import get_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run_table import split_variant, write_section  # noqa: E402
+from run_table import run_settings, split_variant, write_section  # noqa: E402
 
 VARIANTS = ["{b}", "BASRec{b}", "BASRec{b}[single_mode=sample]", "SADA{b}", "SADA{b}[single_mode=sample]"]
 BASE_CONFIG = {"train_mode": "sequence", "train_batch_size": 256, "loss_type": "BCE", "stage1_epochs": 0,
@@ -97,16 +97,13 @@ def main(argv=None):
     parser.add_argument("--output", default="results/cost.md")
     parser.add_argument("--models", nargs="+", default=None,
                         help="time these specs (first = reference) instead of the backbones' variants")
-    parser.add_argument("--preset", default=None, help="yaml of settings under every model")
+    parser.add_argument("--preset", default=None,
+                        help="a packaged preset by name (e.g. basrec_official) or a yaml of settings under every model")
     parser.add_argument("--title", default=None, help="section title (default: by dataset)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    preset = {}
-    if args.preset:
-        import yaml
-
-        preset = yaml.safe_load(Path(args.preset).read_text()) or {}
-        preset = {k: v for k, v in preset.items() if k not in ("epochs", "valid_start_epoch", "stopping_step", "valid_metric")}
+    preset, _ = run_settings("full", args.preset, {})
+    preset = {k: v for k, v in preset.items() if k not in ("epochs", "valid_start_epoch", "stopping_step", "valid_metric")}
 
     rows = []
     groups = [("models", list(args.models))] if args.models else \
@@ -136,13 +133,15 @@ def main(argv=None):
             rows.append((s, t, t / base_t, mems[s], mems[s] / base_m if base_m > 0 else float("nan")))
 
     title = args.title or f"Training cost per step ({args.dataset})"
+    loss = {**BASE_CONFIG, **preset}["loss_type"]
     lines = [f"## {title}", "",
-             f"Dataset `{args.dataset}`, `train_mode: sequence`, batch 256, BCE, stage 2"
+             f"Dataset `{args.dataset}`, `train_mode: sequence`, batch 256, loss "
+             f"`{loss}` (a row's own `loss_type` wins), stage 2"
              + (f", settings of `{args.preset}`" if args.preset else "") + "; median seconds per optimiser "
              f"step over {args.rounds} rounds of {args.steps} steps per model, the models of one backbone taking turns "
              f"in one process; activation memory = distinct tensors saved for backward in one step (first batch).",
              f"Machine: CPU ({os.cpu_count()} cores, {platform.machine()}), torch {torch.__version__}, "
-             f"threads {args.threads}.", "",
+             f"threads {args.threads}; 1-min load average at the end {os.getloadavg()[0]:.1f}.", "",
              f"| model | s / step | x {'first' if args.models else 'backbone'} | activation memory (MB) | "
              f"x {'first' if args.models else 'backbone'} |", "|---|---|---|---|---|"]
     for s, t, rt, m, rm in rows:

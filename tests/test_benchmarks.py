@@ -223,6 +223,18 @@ def test_cost_times_the_given_models_under_a_preset(tmp_path, small_cfg):
     rows = [line for line in text.splitlines() if line.startswith("| SASRec")]
     assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00"  # the first spec is the reference
     assert "x first" in text and "'SASRec[hidden_dropout_prob=0.3]'" in text  # reproduce line is quoted
+    assert "loss `BCE` (a row's own `loss_type` wins)" in text and "load average" in text
+
+
+def test_cost_takes_a_packaged_preset_by_name():
+    cost_spec = importlib.util.spec_from_file_location("cost", ROOT / "benchmarks" / "cost.py")
+    cost = importlib.util.module_from_spec(cost_spec)
+    cost_spec.loader.exec_module(cost)
+    # the name goes through the packaged-preset resolver (as in run_table), not open() as a path
+    with pytest.raises(SystemExit, match="unknown preset.*basrec_official"):
+        cost.main(["--dataset=tiny", "--preset", "no_such_preset", "--models", "SASRec"])
+    preset, _ = cost.run_settings("full", "basrec_official", {})
+    assert preset["aug_rounding"] == "official"
 
 
 def test_eval_checkpoint_retests_a_checkpoint_with_history_unmasked(small_cfg, capsys):
