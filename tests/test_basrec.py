@@ -48,6 +48,33 @@ def test_stage_losses_and_switches(mode, loss_type, small_cfg):
         assert gone not in m.calculate_loss(batch)
 
 
+def test_mixed_label_ce_equals_the_two_term_form(small_cfg):
+    """One logits matrix for both labels gives the loss of one CE call per label."""
+    model, _ = _model("BASRecSASRec", small_cfg, loss_type="CE")
+    g = torch.Generator().manual_seed(0)
+    N, D = 7, model.output_item_embedding().size(1)
+    n_items = model.output_item_embedding().size(0)
+    H = torch.randn(N, D, generator=g, requires_grad=True)
+    tgt_a = torch.randint(1, n_items, (N,), generator=g)
+    tgt_b = torch.randint(1, n_items, (N,), generator=g)
+    valid = torch.tensor([True, False, True, True, False, True, True])
+    lam = torch.where(valid, torch.rand(N, generator=g), torch.ones(N))
+    got = model.mixed_label_ce(H, tgt_a, tgt_b, valid, lam)
+    ones = torch.ones(1, N, dtype=torch.bool)
+    want = model.rec_loss(H.unsqueeze(0), tgt_a.unsqueeze(0), ones, target_weight=lam.unsqueeze(0)) + model.rec_loss(
+        H.unsqueeze(0), tgt_b.masked_fill(~valid, 0).unsqueeze(0), valid.view(1, N),
+        target_weight=(1 - lam).unsqueeze(0)) * valid.sum() / N
+    assert torch.allclose(got, want, atol=1e-6)
+    g1, = torch.autograd.grad(got, H)
+    g2, = torch.autograd.grad(want, H)
+    assert torch.allclose(g1, g2, atol=1e-6)
+    # no valid partner: only the own label, weighted by lam
+    none = torch.zeros(N, dtype=torch.bool)
+    only_a = model.mixed_label_ce(H, tgt_a, tgt_b, none, lam)
+    assert torch.allclose(only_a, model.rec_loss(H.unsqueeze(0), tgt_a.unsqueeze(0), ones,
+                                                 target_weight=lam.unsqueeze(0)), atol=1e-6)
+
+
 def test_linear_ablation_and_alw_off_still_train(small_cfg):
     model, train = _model("BASRecSASRec", small_cfg, nonlinear=False, use_alw=False)
     model.train_stage = 2

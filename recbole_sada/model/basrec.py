@@ -48,7 +48,8 @@ Choices where the paper is silent (and why):
   S3-Rec code left-pads, so position ``t`` from the end meets position ``t`` from the end); where
   the partner has no target at a position, the original is kept.
 * With ``loss_type: CE`` the mixed positive is a mixed label: ``lam_t CE(h, i) + (1 - lam_t) CE(h,
-  j)`` with ``lam_t`` the mean weight at that position (exact for item-wise mixing).
+  j)`` with ``lam_t`` the mean weight at that position (exact for item-wise mixing); both terms
+  come from one full-catalogue logits matrix per mix (:meth:`BASRecMixin.mixed_label_ce`).
 * Negatives (BCE/BPR) are sampled once per step and shared by all three losses.
 * ALW (Eq. 9) min-max normalises ``1 / (rate * lam)`` over the batch.  With Beta(alpha, alpha),
   alpha < 1, a single tiny ``lam`` sets the maximum and nearly every other weight becomes ~0
@@ -61,6 +62,7 @@ Inference never augments (``calculate_loss`` only runs in training).
 """
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from recbole_sada.data.dataset import training_sequences
 from recbole_sada.evaluation.relevance import augmentation_similarity
@@ -265,12 +267,7 @@ class BASRecMixin:
                 H_mix = A.mix_pair(lam, H_r, H_p)
                 self._record_similarity(f"cross_{mode}", H_r.unsqueeze(0), H_mix.unsqueeze(0), ones)
                 if self.loss_type == "CE":
-                    lam_t = lam.mean(-1).unsqueeze(0)
-                    v_t = v.view(1, N)
-                    loss = self.rec_loss(H_mix.unsqueeze(0), tgt_r.unsqueeze(0), ones, target_weight=lam_t) + self.rec_loss(
-                        H_mix.unsqueeze(0), tgt_p[rows, cols].masked_fill(~v.squeeze(-1), 0).clamp(min=0).unsqueeze(0),
-                        v_t, target_weight=1 - lam_t
-                    ) * v_t.sum() / max(N, 1)
+                    loss = self.mixed_label_ce(H_mix, tgt_r, tgt_p[rows, cols], v.view(N), lam.mean(-1))
                 else:
                     pos_p, neg_p = pos_grid[p_rows, p_cols], neg_grid[p_rows, p_cols]
                     pos_mix = A.mix_pair(lam, pos_r, pos_p)  # the same weights as the outputs
@@ -278,6 +275,18 @@ class BASRecMixin:
                     loss = self.rec_loss(H_mix.unsqueeze(0), pos_mix.unsqueeze(0), ones, negatives=neg_mix.unsqueeze(0))
                 losses.append(loss)
         return self.reduce_terms(losses)
+
+    def mixed_label_ce(self, H, tgt_a, tgt_b, valid_b, lam):
+        """CE of mixed outputs ``H`` (N, D) against the mixed labels ``lam a + (1 - lam) b``:
+        ``sum_n lam_n CE(h_n, a_n) + sum_{n: valid_b} (1 - lam_n) CE(h_n, b_n)``, divided by N (a
+        row whose partner has no target keeps its own label only).  One logits matrix and one
+        log-softmax over the catalogue serve both labels, so a mix costs one CE term, not two
+        (``results/cost.md``, section "Beauty: CE vs BCE step cost ...")."""
+        N = H.size(0)
+        log_p = F.log_softmax(H @ self.output_item_embedding().t(), dim=-1)
+        w_b = torch.where(valid_b, 1 - lam, torch.zeros_like(lam))
+        picked = log_p.gather(1, torch.stack([tgt_a, tgt_b.clamp(min=0)], 1))
+        return -(lam * picked[:, 0] + w_b * picked[:, 1]).sum() / max(N, 1)
 
     # ------------------------------------------------------------------ loss
     def calculate_loss(self, interaction):
