@@ -285,7 +285,7 @@ class BASRecMixin:
         N = H.size(0)
         log_p = F.log_softmax(H @ self.output_item_embedding().t(), dim=-1)
         w_b = torch.where(valid_b, 1 - lam, torch.zeros_like(lam))
-        picked = log_p.gather(1, torch.stack([tgt_a, tgt_b.clamp(min=0)], 1))
+        picked = log_p.gather(1, torch.stack([tgt_a, tgt_b], 1))
         return -(lam * picked[:, 0] + w_b * picked[:, 1]).sum() / max(N, 1)
 
     # ------------------------------------------------------------------ loss
