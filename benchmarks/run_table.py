@@ -431,12 +431,17 @@ def load_note(runs):
     return f"; 1-min load average while the runs were timed {min(loads):.1f}-{max(loads):.1f}{missing}"
 
 
-def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False, scratch=()):
+def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs=1, pretrain_from_first=False, scratch=(),
+           compare_to=None):
+    """The markdown section of one table.  ``compare_to`` (a row of ``models``): the second p-value
+    column and a per-group p list are against that row (an ablation against the full model)
+    instead of the row above."""
     lines = [f"## {title}", ""]
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
     lines.append(ranking_protocol(overrides))
-    lines.append("p-values: paired t-test on test NDCG@10 over seeds, against the first row and the row above.")
+    second = f"`{compare_to}`" if compare_to else "the row above"
+    lines.append(f"p-values: paired t-test on test NDCG@10 over seeds, against the first row and {second}.")
     lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}"
                  f"{load_note(runs)}.")
     if pretrain_from_first:
@@ -452,7 +457,7 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
                          "(its alignment target, LLMEmb's RAT) and trains from scratch.")
     lines.append("")
     lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
-                 + " | p vs first | p vs previous | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
+                 + f" | p vs first | p vs {'`' + compare_to + '`' if compare_to else 'previous'} | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
     lines.append("|---" * (len(METRICS) + 8) + "|")
     base = runs[models[0]]
     base_t = np.mean([r["epoch_time"] for r in base])
@@ -466,7 +471,10 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
         nd = [r["test_result"]["ndcg@10"] for r in rs]
         i = models.index(model)
         p = paired_p(nd, [r["test_result"]["ndcg@10"] for r in base]) if i > 0 else None
-        p_prev = paired_p(nd, [r["test_result"]["ndcg@10"] for r in runs[models[i - 1]]]) if i > 1 else None
+        if compare_to:
+            p_prev = paired_p(nd, [r["test_result"]["ndcg@10"] for r in runs[compare_to]]) if i and model != compare_to else None
+        else:
+            p_prev = paired_p(nd, [r["test_result"]["ndcg@10"] for r in runs[models[i - 1]]]) if i > 1 else None
         t = np.mean([r["epoch_time"] for r in rs])
         mem = np.mean([r["peak_memory_mb"] for r in rs])
         ep = np.mean([r["epochs_run"] for r in rs])
@@ -502,6 +510,20 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
                         p = paired_p([r["test_groups"][g]["ndcg@10"] for r in runs[model]],
                                      [r["test_groups"][g]["ndcg@10"] for r in base])
                         cells.append(f"{g} {'-' if p is None else f'{p:.3g}'}")
+                lines.append(f"- {model}: " + "; ".join(cells))
+        if compare_to and len(seeds) > 1 and compare_to in groups:
+            lines += ["", f"NDCG@10 per group against `{compare_to}` (relative difference of the means; paired t-test p):", ""]
+            ref = runs[compare_to]
+            for model in groups[1:]:
+                if model == compare_to:
+                    continue
+                cells = []
+                for g in names:
+                    a = [r["test_groups"][g]["ndcg@10"] for r in runs[model]]
+                    b = [r["test_groups"][g]["ndcg@10"] for r in ref]
+                    p = paired_p(a, b)
+                    rel = f"{(np.mean(a) / np.mean(b) - 1) * 100:+.1f}%" if np.mean(b) > 0 else "n/a"
+                    cells.append(f"{g} {rel} (p {'-' if p is None else f'{p:.3g}'})")
                 lines.append(f"- {model}: " + "; ".join(cells))
     lines += group_set_tables(models, runs)
     lines += extra_mode_tables(models, runs)
@@ -647,6 +669,9 @@ def main(argv=None):
     parser.add_argument("--scratch_rows", nargs="*", default=[], metavar="SPEC",
                         help="with --pretrain_from_first: rows (as written in --models) that train from scratch "
                              "instead (a baseline that is not a fine-tuning method, e.g. LLM-ESR)")
+    parser.add_argument("--compare_to", default=None, metavar="SPEC",
+                        help="a row of --models (not the first): the second p-value column and a per-group p list are "
+                             "against it instead of the row above (e.g. ablations against the full model)")
     parser.add_argument("--preset", default=None,
                         help="a packaged preset by name (e.g. basrec_official) or a yaml of settings above the budget, "
                              "below --key=value and the variants' own keys; its values enter the cache key")
@@ -663,6 +688,8 @@ def main(argv=None):
         raise SystemExit(f"error: --scratch_rows names rows of --models after the first, with --pretrain_from_first; "
                          f"got {unknown or args.scratch_rows}")
     scratch = tuple(args.scratch_rows)
+    if args.compare_to is not None and args.compare_to not in args.models[1:]:
+        raise SystemExit(f"error: --compare_to names a row of --models after the first, got {args.compare_to!r}")
     fine_tuned = [m for m in args.models[1:] if m not in scratch]
 
     def backbone_key(seed):
@@ -705,7 +732,7 @@ def main(argv=None):
     command = "python benchmarks/run_table.py " + shlex.join(argv)
     title = args.title or f"{' vs '.join(args.models)} ({args.budget})"
     text = render(title, args.dataset, args.models, args.seeds, runs, args.budget, {**preset, **overrides}, command, args.jobs,
-                  pretrain_from_first=args.pretrain_from_first, scratch=scratch)
+                  pretrain_from_first=args.pretrain_from_first, scratch=scratch, compare_to=args.compare_to)
     output = Path(args.output or f"results/{args.dataset}.md")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
     png = plot_groups(runs, args.models, output.parent / f"{output.stem}-{slug}.png")

@@ -408,3 +408,28 @@ def test_one_run_is_trained_by_one_process_and_an_orphans_result_is_taken(tmp_pa
     got = run_table.run_one("SASRec", "tiny", 2, {"epochs": 1}, str(log), store=None)
     assert len(calls) == 1 and got["test_result"]["ndcg@10"] == 0.05
     assert (log / f"SASRec-tiny-2-{key}.json").is_file() and not (log / f"SASRec-tiny-2-{key}.out.json").exists()
+
+
+def test_compare_to_puts_the_second_p_column_and_the_group_list_against_that_row():
+    def run(v, tail):
+        groups = {"all": {"n": 4, "ndcg@10": v}, "users[0,4)": {"n": 2, "ndcg@10": v},
+                  "items:head": {"n": 2, "ndcg@10": v}, "items:tail": {"n": 2, "ndcg@10": tail}}
+        return {**_result(v), "test_groups": groups}
+    runs = {"S": [run(0.010, 0.001), run(0.011, 0.001), run(0.012, 0.002)],
+            "Full": [run(0.040, 0.020), run(0.041, 0.022), run(0.043, 0.021)],
+            "NoA": [run(0.030, 0.010), run(0.032, 0.011), run(0.031, 0.010)],
+            "NoB": [run(0.040, 0.021), run(0.042, 0.021), run(0.042, 0.022)]}
+    models = ["S", "Full", "NoA", "NoB"]
+    plain = run_table.render("t", "ml-100k", models, [1, 2, 3], runs, "smoke", {}, "cmd")
+    text = run_table.render("t", "ml-100k", models, [1, 2, 3], runs, "smoke", {}, "cmd", compare_to="Full")
+    assert "p vs previous" in plain and "p vs `Full`" in text and "against the first row and `Full`" in text
+    row = lambda t, m: next(line for line in t.splitlines() if line.startswith(f"| {m} |")).split(" | ")  # noqa: E731
+    p_nob = run_table.paired_p([0.040, 0.042, 0.042], [0.040, 0.041, 0.043])
+    p_nob_prev = run_table.paired_p([0.040, 0.042, 0.042], [0.030, 0.032, 0.031])
+    assert row(text, "NoB")[6] == f"{p_nob:.3g}" and row(plain, "NoB")[6] == f"{p_nob_prev:.3g}"
+    assert row(text, "Full")[6] == "-"
+    lst = text.split("per group against `Full`")[1]
+    assert "- NoA: all -25.0% (p " in lst and "items:tail -50.8%" in lst and "- Full:" not in lst
+    assert "per group against" not in plain
+    with pytest.raises(SystemExit, match="compare_to"):
+        run_table.main(["--dataset=ml-100k", "--models", "SASRec", "BASRecSASRec", "--compare_to", "SASRec"])
