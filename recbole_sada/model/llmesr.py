@@ -39,6 +39,14 @@ The student is the representation at the last real position of the training inpu
 test item is ever read: the neighbours' sequences come from the train split and the user
 embeddings from training text.  ``use_distill: False`` is the "w/o self-distillation" ablation.
 
+Causality, where the paper's public code differs (read at commit 356d34f of liuqidong07/LLM-ESR):
+its cross-attention masks padding only, and in its SASRec backbone the causal mask of the
+self-attention is commented out, while it trains next-item targets at every position
+(``SASRec_seq``).  Position ``t`` there sees item ``t + 1``, the item it is trained to predict,
+through both attentions; only the last position is trained as it is tested.  The plugin keeps both
+attentions causal (a model must not read its training targets), so its numbers need not match
+that code's.
+
 Not built: the paper's optional contrastive item regulariser (``item_reg``, off in its Beauty
 runs) and the BERT4Rec variant (the mixin trains next-item targets; BERT4Rec is cloze-trained, so
 ``LLMESRBERT4Rec`` is refused by the grid with that reason).  Differences from the paper's setting
