@@ -511,7 +511,7 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
                                      [r["test_groups"][g]["ndcg@10"] for r in base])
                         cells.append(f"{g} {'-' if p is None else f'{p:.3g}'}")
                 lines.append(f"- {model}: " + "; ".join(cells))
-        if compare_to and len(seeds) > 1 and compare_to in groups:
+        if compare_to and compare_to in groups:  # the relative differences say something with one seed too
             lines += ["", f"NDCG@10 per group against `{compare_to}` (relative difference of the means; paired t-test p):", ""]
             ref = runs[compare_to]
             for model in groups[1:]:

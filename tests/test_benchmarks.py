@@ -431,5 +431,7 @@ def test_compare_to_puts_the_second_p_column_and_the_group_list_against_that_row
     lst = text.split("per group against `Full`")[1]
     assert "- NoA: all -25.0% (p " in lst and "items:tail -50.8%" in lst and "- Full:" not in lst
     assert "per group against" not in plain
+    one = {m: rs[:1] for m, rs in runs.items()}  # one seed: the relative differences, no p
+    assert "- NoA: all -25.0% (p -)" in run_table.render("t", "ml-100k", models, [1], one, "smoke", {}, "cmd", compare_to="Full")
     with pytest.raises(SystemExit, match="compare_to"):
         run_table.main(["--dataset=ml-100k", "--models", "SASRec", "BASRecSASRec", "--compare_to", "SASRec"])
