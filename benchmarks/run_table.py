@@ -440,8 +440,8 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
     lines.append(f"Dataset `{dataset}`; seeds {seeds}; budget `{budget}` = {json.dumps(BUDGETS[budget])}; "
                  f"overrides {json.dumps(overrides) if overrides else 'none'}; loss `{overrides.get('loss_type', 'BCE')}`.")
     lines.append(ranking_protocol(overrides))
-    second = f"`{compare_to}`" if compare_to else "the row above"
-    lines.append(f"p-values: paired t-test on test NDCG@10 over seeds, against the first row and {second}.")
+    second = f"`{compare_to}`" if compare_to else None
+    lines.append(f"p-values: paired t-test on test NDCG@10 over seeds, against the first row and {second or 'the row above'}.")
     lines.append(f"Machine: {machine()}; {jobs} run(s) in parallel, torch threads {overrides.get('torch_threads', 'default')}"
                  f"{load_note(runs)}.")
     if pretrain_from_first:
@@ -457,7 +457,7 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
                          "(its alignment target, LLMEmb's RAT) and trains from scratch.")
     lines.append("")
     lines.append("| model | " + " | ".join(m.upper().replace("HIT", "HR") for m in METRICS)
-                 + f" | p vs first | p vs {'`' + compare_to + '`' if compare_to else 'previous'} | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
+                 + f" | p vs first | p vs {second or 'previous'} | epochs | epoch time (s) | x first | peak mem (MB) | x first |")
     lines.append("|---" * (len(METRICS) + 8) + "|")
     base = runs[models[0]]
     base_t = np.mean([r["epoch_time"] for r in base])
@@ -471,10 +471,8 @@ def render(title, dataset, models, seeds, runs, budget, overrides, command, jobs
         nd = [r["test_result"]["ndcg@10"] for r in rs]
         i = models.index(model)
         p = paired_p(nd, [r["test_result"]["ndcg@10"] for r in base]) if i > 0 else None
-        if compare_to:
-            p_prev = paired_p(nd, [r["test_result"]["ndcg@10"] for r in runs[compare_to]]) if i and model != compare_to else None
-        else:
-            p_prev = paired_p(nd, [r["test_result"]["ndcg@10"] for r in runs[models[i - 1]]]) if i > 1 else None
+        ref = compare_to or (models[i - 1] if i > 1 else None)
+        p_prev = paired_p(nd, [r["test_result"]["ndcg@10"] for r in runs[ref]]) if i and ref not in (None, model) else None
         t = np.mean([r["epoch_time"] for r in rs])
         mem = np.mean([r["peak_memory_mb"] for r in rs])
         ep = np.mean([r["epochs_run"] for r in rs])
