@@ -8,6 +8,10 @@ local result next to the checkpoint and its committed copy in ``results/runs``):
 that this evaluation gives the run's recorded test metrics and groups, so a run made before
 ``group_sets`` was set gains that table without being trained again.
 
+``--view id`` / ``--view semantic`` tests a dual-view model (LLM-ESR) with its items scored by one
+view's half of the ``[e_id ; A(s)]`` table only, and reports how spread out each view's item table
+is (``view_isotropy``: mean cosine between item rows): which view ranks the items.
+
 ``--eval_mask_history False`` tests the same checkpoint with the user's input items left in the
 ranking (RecBole's own protocol) where it was trained and selected with them masked (or the other
 way round): what the protocol choice alone does to a model's numbers.  The model selection (best
@@ -48,10 +52,16 @@ class Loaded:
         self.run_mask = bool(self.config["eval_mask_history"])
 
 
-def evaluate(loaded, group_sets=None, eval_mask_history=None, test_mode=None):
+def evaluate(loaded, group_sets=None, eval_mask_history=None, test_mode=None, view=None):
     """One test pass of ``loaded`` as a json-ready dict: with the input items masked or not
-    (``None``: as the run was), in RecBole's eval mode ``test_mode`` (``None``: the run's)."""
+    (``None``: as the run was), in RecBole's eval mode ``test_mode`` (``None``: the run's), for a
+    dual-view model (LLM-ESR) with items scored by one ``view`` only (``"id"``, ``"semantic"``;
+    ``None``: both, as trained)."""
     config, model = loaded.config, loaded.model
+    if view is not None or hasattr(model, "set_score_view"):
+        if not hasattr(model, "set_score_view"):
+            raise SystemExit(f"--view: {config['model']} has one item table (dual-view models only, e.g. LLMESRSASRec)")
+        model.set_score_view(view)
     if group_sets is not None:
         config["group_sets"] = group_sets
     mask = loaded.run_mask if eval_mask_history is None else bool(eval_mask_history)
@@ -69,6 +79,9 @@ def evaluate(loaded, group_sets=None, eval_mask_history=None, test_mode=None):
            "loss_type": config["loss_type"], "eval_mask_history": mask,
            "test_mode": test_mode or config["eval_args"]["mode"].get("test", "full"), "test_result": dict(test),
            "test_groups": groups.result(), "test_group_sets": groups.set_results()}
+    if view is not None:
+        out["view"] = view
+        out["view_isotropy"] = model.view_isotropy()
     return json.loads(json.dumps(out, default=float))
 
 
@@ -82,10 +95,12 @@ def main(argv=None):
                         help="test with the user's input items masked or not (default: as the run was)")
     parser.add_argument("--test_mode", default=None,
                         help="RecBole's eval mode for the test pass (uni100, pop100, ...; default: the run's)")
+    parser.add_argument("--view", choices=("id", "semantic"), default=None,
+                        help="dual-view models (LLM-ESR): score items with that view's half of the item table only")
     args = parser.parse_args(argv)
-    if args.into and (args.eval_mask_history is not None or args.test_mode is not None):
+    if args.into and (args.eval_mask_history is not None or args.test_mode is not None or args.view is not None):
         parser.error("--into checks the run's own test metrics; it cannot be combined with "
-                     "--eval_mask_history or --test_mode")
+                     "--eval_mask_history, --test_mode or --view")
     if args.test_mode is not None and not TEST_MODE.match(args.test_mode):
         parser.error(f"--test_mode takes full, uni<N> or pop<N> (e.g. uni100), got {args.test_mode!r}")
     loaded = Loaded(args.model_file)
@@ -93,7 +108,8 @@ def main(argv=None):
         parser.error(f"--eval_mask_history: {loaded.config['model']} has no history masking "
                      "(the plugin's models have it; RecBole's own do not)")
     out = evaluate(loaded, ast.literal_eval(args.group_sets) if args.group_sets else None,
-                   None if args.eval_mask_history is None else args.eval_mask_history == "True", args.test_mode)
+                   None if args.eval_mask_history is None else args.eval_mask_history == "True", args.test_mode,
+                   args.view)
     print(json.dumps(out))
     for path in args.into:
         merge_group_sets(path, out)

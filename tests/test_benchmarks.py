@@ -270,6 +270,8 @@ def test_eval_checkpoint_retests_a_checkpoint_with_history_unmasked(small_cfg, c
         evalc.main([result["model_file"], "--eval_mask_history", "False", "--into", "x.json"])
     with pytest.raises(SystemExit):
         evalc.main([result["model_file"], "--test_mode", "uni"])
+    with pytest.raises(SystemExit, match="dual-view"):  # SASRec has one item table
+        evalc.main([result["model_file"], "--view", "id"])
     # one load, several passes: each pass gives what a fresh load gives
     loaded = evalc.Loaded(result["model_file"])
     again = [evalc.evaluate(loaded, eval_mask_history=False), evalc.evaluate(loaded, test_mode="uni100"),

@@ -212,3 +212,31 @@ def test_dual_views_grouped_equal_padded_and_two_separate_encodes(esr_cfg, backb
     id_emb, sem_emb = model.sem2id(sem_emb, id_emb, seq), model.id2sem(id_emb, sem_emb, seq)
     apart = torch.cat([model.encode(id_emb, seq, lens), model.encode(sem_emb, seq, lens)], dim=-1)
     assert torch.allclose(padded * real, apart * real, atol=1e-5)
+
+
+def test_one_view_scoring_is_the_views_half_of_the_dual_score(esr_cfg):
+    model, _, train_data = _model(esr_cfg)
+    D = model.item_embedding.embedding_dim
+    batch = next(iter(train_data))
+    seq, lens = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    model.eval()
+    with torch.no_grad():
+        h = model.forward(seq, lens)
+        both = model.full_sort_scores(batch)
+        halves = {}
+        for view, part in (("id", slice(0, D)), ("semantic", slice(D, 2 * D))):
+            model.set_score_view(view)  # the cached evaluation table is rebuilt for the view
+            scores = model.full_sort_scores(batch)
+            table = torch.cat([model.item_embedding.weight, model.adapted_table()], -1)
+            assert torch.allclose(scores, h[:, part] @ table[:, part].t(), atol=1e-5)
+            ids = torch.tensor([1, 2, 3])
+            assert torch.all(model.item_vectors(ids)[:, D if view == "id" else 0:][:, :D] == 0)
+            halves[view] = scores
+        # the two views' scores add up to the method's score
+        assert torch.allclose(halves["id"] + halves["semantic"], both, atol=1e-5)
+        model.set_score_view(None)
+        assert torch.allclose(model.full_sort_scores(batch), both)
+    iso = model.view_isotropy()
+    assert set(iso) == {"id", "semantic"} and all(0 <= v <= 1 + 1e-6 for v in iso.values())
+    with pytest.raises(Exception, match="score view"):
+        model.set_score_view("both")

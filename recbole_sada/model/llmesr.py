@@ -231,10 +231,45 @@ class LLMESRMixin(SemanticAdapterMixin):
 
     def output_item_embedding(self):
         """(n_items, 2D) ``[e_id ; A(s)]``; at evaluation built once and reused until training resumes."""
-        return self.eval_cached(lambda: torch.cat([self.item_embedding.weight, self.adapted_table()], dim=-1))
+        return self.eval_cached(lambda: self.view_masked(torch.cat([self.item_embedding.weight, self.adapted_table()], dim=-1)))
+
+    # ------------------------------------------------------------------ one view alone (diagnostic)
+    score_view = None  # None = both views (training and the method); "id" / "semantic": see set_score_view
+
+    def set_score_view(self, view):
+        """Score items with one view only (``"id"`` or ``"semantic"``; ``None`` = both): the other
+        half of the ``[e_id ; A(s)]`` table is zeroed, so a score is ``e_id . h_id`` or ``A(s) .
+        h_sem``.  A test-time diagnostic of a trained model (``benchmarks/eval_checkpoint.py --view``):
+        which view ranks the items.  Not a config key: training always scores with both."""
+        if view not in (None, "id", "semantic"):
+            raise InputError(f"score view must be 'id', 'semantic' or None, got {view!r}")
+        self.score_view = view
+        self._eval_table = None
+
+    def view_masked(self, table):
+        if self.score_view is None:
+            return table
+        D = self.item_embedding.embedding_dim
+        keep = torch.zeros(table.size(-1), dtype=table.dtype, device=table.device)
+        keep[:D] = float(self.score_view == "id")
+        keep[D:] = float(self.score_view == "semantic")
+        return table * keep
+
+    def view_isotropy(self):
+        """``{"id": c, "semantic": c}``: the mean cosine between two item rows of each view's table
+        (all pairs of the real items, self-pairs included: the squared norm of the mean unit row).
+        Near 0 for a spread-out table; near 1 when every item points the same way, so that a view's
+        scores differ little between items."""
+        with torch.no_grad():
+            out = {}
+            for name, table in (("id", self.item_embedding.weight), ("semantic", self.adapted_table())):
+                rows = table[1:]
+                rows = rows[rows.norm(dim=1) > 0]
+                out[name] = float(F.normalize(rows, dim=1).mean(0).pow(2).sum()) if len(rows) else float("nan")
+            return out
 
     def item_vectors(self, ids):
-        return torch.cat([self.item_embedding(ids), self.semantic_vectors(ids)], dim=-1)
+        return self.view_masked(torch.cat([self.item_embedding(ids), self.semantic_vectors(ids)], dim=-1))
 
     # ------------------------------------------------------------------ training
     def user_representations(self, users, batch_size=1024):
