@@ -237,6 +237,6 @@ def test_one_view_scoring_is_the_views_half_of_the_dual_score(esr_cfg):
         model.set_score_view(None)
         assert torch.allclose(model.full_sort_scores(batch), both)
     iso = model.view_isotropy()
-    assert set(iso) == {"id", "semantic"} and all(0 <= v <= 1 + 1e-6 for v in iso.values())
+    assert set(iso) == {"id", "semantic", "semantic_input"} and all(0 <= v <= 1 + 1e-6 for v in iso.values())
     with pytest.raises(Exception, match="score view"):
         model.set_score_view("both")

@@ -256,13 +256,15 @@ class LLMESRMixin(SemanticAdapterMixin):
         return table * keep
 
     def view_isotropy(self):
-        """``{"id": c, "semantic": c}``: the mean cosine between two item rows of each view's table
-        (all pairs of the real items, self-pairs included: the squared norm of the mean unit row).
-        Near 0 for a spread-out table; near 1 when every item points the same way, so that a view's
-        scores differ little between items."""
+        """``{"id": c, "semantic": c, "semantic_input": c}``: the mean cosine between two item rows
+        of each view's table, and of the frozen table ``S`` before the adapter (all pairs of the real
+        items, self-pairs included: the squared norm of the mean unit row).  Near 0 for a
+        spread-out table; near 1 when every item points the same way, so that a view's scores
+        differ little between items."""
         with torch.no_grad():
             out = {}
-            for name, table in (("id", self.item_embedding.weight), ("semantic", self.adapted_table())):
+            for name, table in (("id", self.item_embedding.weight), ("semantic", self.adapted_table()),
+                                ("semantic_input", self.semantic_table.weight)):
                 rows = table[1:]
                 rows = rows[rows.norm(dim=1) > 0]
                 out[name] = float(F.normalize(rows, dim=1).mean(0).pow(2).sum()) if len(rows) else float("nan")
