@@ -58,10 +58,10 @@ def evaluate(loaded, group_sets=None, eval_mask_history=None, test_mode=None, vi
     dual-view model (LLM-ESR) with items scored by one ``view`` only (``"id"``, ``"semantic"``;
     ``None``: both, as trained)."""
     config, model = loaded.config, loaded.model
-    if view is not None or hasattr(model, "set_score_view"):
-        if not hasattr(model, "set_score_view"):
-            raise SystemExit(f"--view: {config['model']} has one item table (dual-view models only, e.g. LLMESRSASRec)")
-        model.set_score_view(view)
+    if hasattr(model, "set_score_view"):
+        model.set_score_view(view)  # None: both views, as trained (a Loaded is tested more than once)
+    elif view is not None:
+        raise SystemExit(f"--view: {config['model']} has one item table (dual-view models only, e.g. LLMESRSASRec)")
     if group_sets is not None:
         config["group_sets"] = group_sets
     mask = loaded.run_mask if eval_mask_history is None else bool(eval_mask_history)

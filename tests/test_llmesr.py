@@ -231,6 +231,7 @@ def test_one_view_scoring_is_the_views_half_of_the_dual_score(esr_cfg):
             assert torch.allclose(scores, h[:, part] @ table[:, part].t(), atol=1e-5)
             ids = torch.tensor([1, 2, 3])
             assert torch.all(model.item_vectors(ids)[:, D if view == "id" else 0:][:, :D] == 0)
+            assert torch.allclose(model.item_vectors(ids)[:, part], table[ids][:, part], atol=1e-6)  # the kept half as trained
             halves[view] = scores
         # the two views' scores add up to the method's score
         assert torch.allclose(halves["id"] + halves["semantic"], both, atol=1e-5)
@@ -238,5 +239,10 @@ def test_one_view_scoring_is_the_views_half_of_the_dual_score(esr_cfg):
         assert torch.allclose(model.full_sort_scores(batch), both)
     iso = model.view_isotropy()
     assert set(iso) == {"id", "semantic", "semantic_input"} and all(0 <= v <= 1 + 1e-6 for v in iso.values())
+    # the mean cosine over all pairs of real (non-zero) item rows, self-pairs included
+    for name, table in (("id", model.item_embedding.weight), ("semantic", model.adapted_table()),
+                        ("semantic_input", model.semantic_table.weight)):
+        rows = torch.nn.functional.normalize(table[1:][table[1:].norm(dim=1) > 0].detach(), dim=1)
+        assert abs(iso[name] - float((rows @ rows.t()).mean())) < 1e-5, name
     with pytest.raises(Exception, match="score view"):
         model.set_score_view("both")
