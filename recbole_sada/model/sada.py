@@ -44,8 +44,8 @@ BASRec exactly (same parameters, same random stream, same numbers for the same s
 
 What the Beauty ablation measured (``results/beauty.md``, section "SADA ablation on Beauty ...,
 3 seeds": 40 stage-2 epochs from the same SASRec, official BASRec protocol, seeds 2020-2022).
-The popularity-gated fusion carries SADA's gain over BASRec: without it NDCG@10 drops 3.2%
-(p = 0.035) to BASRec's level, with 8.8% less on tail items, and a learned or uniform gate is no
+The popularity-gated fusion carries SADA's gain over BASRec: without it NDCG@10 drops 3.1%
+(p = 0.032) to BASRec's level, with 8.8% less on tail items, and a learned or uniform gate is no
 better.  Cluster pairing, adaptive mixing and semantic substitution are neutral on the test set.
 Without adaptive mixing, validation is higher in every seed (+3%, p = 0.048), but the test is level
 and tail items are 5% lower.  So the defaults keep the proposal's design, and
