@@ -313,12 +313,19 @@ def _first_reach(curve, level):
     return None
 
 
+def starts_from_first(model, models, pretrain_from_first=False, scratch=()):
+    """True for a row that starts from the first row's weights: not the first row, not a
+    ``--scratch_rows`` row, and not a model that reads the checkpoint only as an alignment target."""
+    return pretrain_from_first and model != models[0] and model not in scratch and not alignment_model(model)
+
+
 def time_to_quality(models, runs, pretrain_from_first=False, scratch=()):
     """Markdown table: epochs and training minutes until the valid score first reaches each level
     (a share of the first model's mean best valid score).  A row fine-tuned from the first model's
     checkpoint inherits the levels that checkpoint had already reached (at the backbone's epoch);
     a higher level counts the backbone's whole run (early stopping included) plus the fine-tuning
-    epochs.  None when a run has no valid curve."""
+    epochs.  Rows trained from scratch (``scratch``, alignment models) count their own epochs only.
+    None when a run has no valid curve."""
     if not all(r.get("valid_curve") for m in models for r in runs[m]):
         return None
     ref = np.mean([max(v for _, v, _ in r["valid_curve"]) for r in runs[models[0]]])
@@ -330,11 +337,12 @@ def time_to_quality(models, runs, pretrain_from_first=False, scratch=()):
              "|---" * (len(LEVELS) + 1) + "|"]
     for model in models:
         cells = []
+        tuned = starts_from_first(model, models, pretrain_from_first, scratch)
         for lv in LEVELS:
             hits = []
             for i, r in enumerate(runs[model]):
                 hit = _first_reach(r["valid_curve"], lv * ref)
-                if pretrain_from_first and model != models[0] and model not in scratch:
+                if tuned:
                     base = runs[models[0]][i]
                     inherited = _first_reach(base["valid_curve"], lv * ref)
                     if inherited:
@@ -380,7 +388,8 @@ def plot_curves(runs, models, path, pretrain_from_first=False, scratch=()):
     for model in models:
         n = min(len(r["valid_curve"]) for r in runs[model])
         scores = np.array([[c[1] for c in r["valid_curve"][:n]] for r in runs[model]], dtype=float)
-        offset = np.mean([r.get("pretrained_epochs", 0) for r in runs[model]]) if model != models[0] and pretrain_from_first and model not in scratch else 0
+        tuned = starts_from_first(model, models, pretrain_from_first, scratch)
+        offset = np.mean([r.get("pretrained_epochs", 0) for r in runs[model]]) if tuned else 0
         epochs = np.array([c[0] for c in runs[model][0]["valid_curve"][:n]]) + 1 + offset
         ax.plot(epochs, scores.mean(0), label=model)
     ax.set_xlabel("epoch")

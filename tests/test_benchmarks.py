@@ -41,6 +41,21 @@ def test_time_to_quality_counts_the_backbone_epochs():
     assert run_table.time_to_quality(["SASRec"], {"SASRec": [{"valid_curve": []}]}) is None
 
 
+def test_time_to_quality_counts_an_alignment_row_from_its_own_epochs():
+    """LLMEmb RAT reads the first row's checkpoint as its alignment target only: it trains from
+    scratch, so it inherits none of the levels the checkpoint reached."""
+    base = {"valid_curve": [[0, 0.02, 10.0], [1, 0.04, 20.0]], "epochs_run": 2, "train_time": 20.0}
+    aligned = {"valid_curve": [[0, 0.005, 6.0], [1, 0.01, 12.0], [2, 0.021, 18.0]], "pretrained_epochs": 2}
+    models = ["SASRec", "LLMEmbRATSASRec[epochs=3]"]
+    assert run_table.alignment_model(models[1]) and not run_table.alignment_model("BASRecSASRec")
+    assert not run_table.starts_from_first(models[1], models, pretrain_from_first=True)
+    assert run_table.starts_from_first("BASRecSASRec", ["SASRec", "BASRecSASRec"], pretrain_from_first=True)
+    text = run_table.time_to_quality(models, {"SASRec": [base], models[1]: [aligned]}, pretrain_from_first=True)
+    row = [line for line in text.splitlines() if line.startswith(f"| {models[1]}")][0].split(" | ")[1:]
+    # 50% of 0.04 = 0.02: reached at its own 3rd epoch (18 s), not at SASRec's 1st
+    assert row[0].startswith("3 ep / 0.3 min (1/1)") and row[1].startswith("not reached")
+
+
 def test_plots_are_written(tmp_path):
     groups = {"all": {"n": 3, "ndcg@10": 0.1}, "items:tail": {"n": 1, "ndcg@10": 0.0}}
     runs = {"A": [{"valid_curve": [[0, 0.1, 1.0], [1, 0.2, 2.0]], "test_groups": groups}],
